@@ -1,0 +1,1 @@
+"""Image sources, the deterministic preprocessing pipeline, caching and the LightningDataModule."""

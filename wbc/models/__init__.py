@@ -1,0 +1,1 @@
+"""Classification networks and the LightningModule that trains them."""

@@ -1,0 +1,1 @@
+"""Super-resolution stage: PyTorch ESPCN/EDSR, the OpenCV dnn_superres backend, in-domain training."""
