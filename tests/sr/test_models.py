@@ -1,0 +1,72 @@
+"""Shapes, gradients, parameter count and registry of the PyTorch SR models."""
+
+import pytest
+import torch
+
+from wbc.sr.models import EDSR, ESPCN, SR_ARCHITECTURES, build_sr_model
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("cls", [ESPCN, EDSR])
+def test_output_shape(cls, scale):
+    model = cls(scale) if cls is ESPCN else cls(scale, n_resblocks=2, n_feats=16)
+    out = model(torch.rand(2, 3, 12, 12))
+    assert out.shape == (2, 3, 12 * scale, 12 * scale)
+    assert out.dtype == torch.float32
+
+
+def test_default_edsr_shape():
+    assert EDSR(2)(torch.rand(1, 3, 12, 12)).shape == (1, 3, 24, 24)
+
+
+def test_espcn_any_integer_scale():
+    assert ESPCN(5)(torch.rand(1, 3, 6, 6)).shape == (1, 3, 30, 30)
+
+
+@pytest.mark.parametrize("scale", [5, 6, 1])
+def test_edsr_unsupported_scale_raises(scale):
+    with pytest.raises(ValueError, match="scale"):
+        EDSR(scale)
+
+
+@pytest.mark.parametrize("scale", [1, 0, 2.5])
+def test_espcn_bad_scale_raises(scale):
+    with pytest.raises(ValueError, match="scale"):
+        ESPCN(scale)
+
+
+@pytest.mark.parametrize("cls", [ESPCN, EDSR])
+def test_backward(cls):
+    model = cls(2) if cls is ESPCN else cls(2, n_resblocks=2, n_feats=16)
+    model(torch.rand(2, 3, 8, 8)).abs().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_edsr_baseline_x4_parameter_count():
+    # Lim et al. 2017 report 1.5M parameters for the baseline (16 blocks, 64 features).
+    n = sum(p.numel() for p in EDSR(4).parameters())
+    assert 1.3e6 <= n <= 1.7e6
+
+
+def test_edsr_mean_is_buffer_not_parameter():
+    model = EDSR(2, n_resblocks=1, n_feats=8)
+    assert "rgb_mean" in model.state_dict()
+    assert all("rgb_mean" not in name for name, _ in model.named_parameters())
+
+
+def test_edsr_single_channel():
+    assert EDSR(2, n_resblocks=1, n_feats=8, channels=1)(torch.rand(1, 1, 5, 5)).shape == (1, 1, 10, 10)
+
+
+def test_build_sr_model():
+    assert set(SR_ARCHITECTURES) == {"espcn", "edsr"}
+    model = build_sr_model("edsr", 3, n_resblocks=1, n_feats=8)
+    assert isinstance(model, EDSR) and model.scale == 3
+    assert isinstance(build_sr_model("ESPCN", 2), ESPCN)
+
+
+def test_build_sr_model_unknown_name():
+    with pytest.raises(ValueError, match=r"unknown SR architecture 'srgan'.*edsr, espcn"):
+        build_sr_model("srgan", 2)

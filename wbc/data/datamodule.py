@@ -1,0 +1,256 @@
+"""WBCDataModule: source -> split -> cached deterministic pipeline -> augmentation -> DataLoaders."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
+
+from wbc.cache import cached_array, digest
+from wbc.data.decode import ImageReadError
+from wbc.data.pipeline import Preprocessor
+from wbc.data.samples import Sample
+from wbc.data.split import SPLITS, assign_splits
+
+log = logging.getLogger(__name__)
+
+PIPELINE_VERSION = 1  # bump when the deterministic pipeline's output changes for the same inputs
+
+
+class ArrayDataset(Dataset):
+    """Rows of a cached (N, S, S, 3) uint8 array; returns (CHW uint8 tensor, label, sample index)."""
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, transform=None):
+        self.images, self.rows, self.labels, self.transform = images, rows, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        image = np.asarray(self.images[self.rows[i]])
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return tensor, int(self.labels[i]), i
+
+
+def _seed_worker_augmentation(worker_id: int) -> None:
+    # Forked workers inherit one albumentations generator state and would all draw the same augmentations;
+    # torch gives each worker a distinct seed per epoch that follows the global seed.
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None:
+        transform.set_random_seed(info.seed % 2**32)
+
+
+def build_augmentation(transforms: Mapping[str, Any] | Sequence[Any] | None, seed: int) -> A.Compose | None:
+    """An albumentations pipeline from instantiated transforms, by name or in a list; None when empty."""
+    if isinstance(transforms, Mapping):
+        transforms = [t for t in transforms.values() if t is not None]
+    if not transforms:
+        return None
+    return A.Compose(list(transforms), seed=seed)
+
+
+class WBCDataModule(L.LightningDataModule):
+    """Builds train/val/test datasets from a source.
+
+    The deterministic pipeline's output (decode, resize, degrade, SR) is computed once per image and
+    configuration and cached on disk under ``cache_dir`` (memory-mapped), so epochs after the first, and later
+    runs of a sweep, decode no image and run no SR model.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        image_size: int = 64,
+        lr_scale: int = 1,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split: Mapping[str, float] | None = None,
+        split_seed: int = 0,
+        augment: Mapping[str, Any] | Sequence[Any] | None = None,
+        sampler: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+        restorer: Any = None,
+        decode_threads: int = 2,
+        root: str | os.PathLike | None = None,
+    ):
+        super().__init__()
+        self.source = source
+        self.root = root  # informational: folder sources read it through their own config
+        self.class_names: list[str] = list(source.class_names)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.split_fractions = dict(split or {"train": 0.7, "val": 0.15, "test": 0.15})
+        self.split_seed = split_seed
+        self.augment = build_augmentation(augment, seed)
+        if sampler not in (None, "weighted"):
+            raise ValueError(f"data.sampler must be null or 'weighted', got {sampler!r}")
+        self.sampler = sampler
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.decode_threads = decode_threads
+        self.preprocessor = Preprocessor(image_size, lr_scale, restorer)
+        self.samples: dict[str, list[Sample]] = {}
+        self.excluded: list[tuple[Sample, str]] = []
+        self.unreadable: list[tuple[Sample, str]] = []
+        self.datasets: dict[str, ArrayDataset] = {}
+        self._prepared = False
+
+    # -- building ---------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._prepared:
+            return
+        result = assign_splits(self.source.scan(), self.split_fractions, self.split_seed, self.class_names)
+        self.excluded = result.excluded
+        keys = sorted({s.key for split in result.splits.values() for s in split})
+        first_sample = {}
+        for split in SPLITS:
+            for s in result.splits[split]:
+                first_sample.setdefault(s.key, s)
+        row = {k: i for i, k in enumerate(keys)}
+
+        references, failed = self._references(keys, [first_sample[k] for k in keys])
+        self.unreadable = []
+        for split in SPLITS:
+            kept = []
+            for s in result.splits[split]:
+                if s.key in failed:
+                    self.unreadable.append((s, failed[s.key]))
+                else:
+                    kept.append(s)
+            self.samples[split] = kept
+        if self.unreadable:
+            log.warning("%d file(s) could not be read as images and are skipped: %s", len(self.unreadable),
+                        "; ".join(f"{s.path}: {why}" for s, why in self.unreadable))  # fmt: skip
+        if not self.samples["train"]:
+            raise ValueError("the training split is empty: check data.root and the class mapping")
+
+        self._prepare_restorer(references, [row[s.key] for s in self.samples["train"]])
+        images = self._restored(references, keys)
+        for split in SPLITS:
+            samples = self.samples[split]
+            self.datasets[split] = ArrayDataset(
+                images,
+                np.array([row[s.key] for s in samples], dtype=np.int64),
+                np.array([s.label for s in samples], dtype=np.int64),
+                self.augment if split == "train" else None,
+            )
+        self.references = references
+        self._prepared = True
+        log.info("data: %s", ", ".join(f"{k}={len(v)}" for k, v in self.samples.items()))
+
+    def _cache_path(self, kind: str, token: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{kind}-{token}.npy"
+
+    def _references(self, keys: list[str], samples: list[Sample]) -> tuple[np.ndarray, dict[str, str]]:
+        """(N, S, S, 3) references of the unique images, and {key: problem} of those that could not be read."""
+        size = self.preprocessor.image_size
+        token = digest(PIPELINE_VERSION, self.source.cache_token(), size, keys)
+
+        def compute():
+            out = np.zeros((len(keys), size, size, 3), dtype=np.uint8)
+            failed: dict[str, str] = {}
+
+            def work(i: int) -> None:
+                try:
+                    out[i] = self.preprocessor.reference(self.source.load(samples[i]))
+                except ImageReadError as err:
+                    failed[keys[i]] = err.problem
+                except Exception as err:  # one bad image never stops a run
+                    failed[keys[i]] = f"{type(err).__name__}: {err}"
+
+            log.info("decoding %d images at %d px (cached for later runs)", len(keys), size)
+            with ThreadPoolExecutor(max(1, self.decode_threads)) as pool:
+                list(pool.map(work, range(len(keys))))
+            return out, {"keys": keys, "failed": failed}
+
+        array, meta = cached_array(self._cache_path("ref", token), compute)
+        return array, meta["failed"]
+
+    def _prepare_restorer(self, references: np.ndarray, train_rows: list[int]) -> None:
+        """Let a trainable SR stage fit itself on the training split's references (and nothing else)."""
+        restorer = self.preprocessor.restorer
+        if self.preprocessor.lr_scale > 1 and hasattr(restorer, "prepare"):
+            rows = np.array(sorted(set(train_rows)))
+            restorer.prepare(
+                lambda: np.asarray(references[rows]),
+                dataset_key=digest(self.source.cache_token(), self.preprocessor.image_size,
+                                   self.split_fractions, self.split_seed, len(rows)),
+                store_dir=None if self.cache_dir is None else self.cache_dir / "sr",
+            )  # fmt: skip
+
+    def _restored(self, references: np.ndarray, keys: list[str]) -> np.ndarray:
+        if self.preprocessor.lr_scale == 1:
+            return references
+        token = digest(PIPELINE_VERSION, self.source.cache_token(), keys, self.preprocessor.cache_token())
+
+        def compute():
+            log.info("applying %s to %d images", self.preprocessor.cache_token(), len(keys))
+            return self.preprocessor.restore(references), {"pipeline": self.preprocessor.cache_token()}
+
+        return cached_array(self._cache_path("sr", token), compute)[0]
+
+    # -- what the rest of a run needs -------------------------------------------------------------------
+    @property
+    def train_class_counts(self) -> list[int]:
+        counts = np.bincount(self.datasets["train"].labels, minlength=len(self.class_names))
+        return [int(c) for c in counts]
+
+    def write_manifest(self, path: str | os.PathLike) -> None:
+        """CSV of every file seen: path, label, split (train/val/test, or excluded/unreadable) and why."""
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "split", "content_key", "note"])
+            for split in SPLITS:
+                for s in self.samples[split]:
+                    writer.writerow([s.path, self.class_names[s.label], split, s.key, ""])
+            for name, rows in (("excluded", self.excluded), ("unreadable", self.unreadable)):
+                for s, why in rows:
+                    writer.writerow([s.path, self.class_names[s.label], name, s.key, why])
+
+    # -- loaders ----------------------------------------------------------------------------------------
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None
+        if train and self.sampler == "weighted":
+            counts = np.bincount(dataset.labels, minlength=len(self.class_names)).astype(float)
+            weights = 1.0 / np.maximum(counts[dataset.labels], 1)
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler = WeightedRandomSampler(
+                weights.tolist(), len(dataset), replacement=True, generator=generator
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_seed_worker_augmentation if self.num_workers > 0 else None,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,130 @@
+"""WBCClassifier: the LightningModule that trains, validates and tests a network on uint8 image batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from wbc.metrics import ClassificationMetrics, prefixed
+from wbc.models.networks import create_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WBCClassifier(L.LightningModule):
+    """Network + loss + AdamW with a cosine or plateau schedule + the metric set of each stage.
+
+    Batches carry uint8 images; scaling and normalisation happen here, on the device, so the checkpoint holds
+    them and no copy of that step lives elsewhere. ``preprocessing`` records the deterministic pipeline that
+    made the images (size, lr_scale, SR method) so that a checkpoint alone can predict.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        class_names: Sequence[str],
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str | None = "cosine",
+        label_smoothing: float = 0.0,
+        class_weighted_loss: bool = False,
+        class_counts: Sequence[int] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        preprocessing: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        if scheduler not in (None, "none", "cosine", "plateau"):
+            raise ValueError(f"model.scheduler must be cosine, plateau or none, got {scheduler!r}")
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.net = create_model(num_classes=len(self.class_names), **dict(net))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        weight = None
+        if class_weighted_loss:
+            if not class_counts:
+                raise ValueError("class_weighted_loss needs the training split's class_counts")
+            counts = torch.tensor(class_counts, dtype=torch.float).clamp(min=1)
+            weight = counts.sum() / (len(counts) * counts)  # inverse frequency, mean weight 1
+        self.register_buffer("class_weight", weight, persistent=False)
+        self.train_metrics = ClassificationMetrics(self.class_names, full=False)
+        self.val_metrics = ClassificationMetrics(self.class_names)
+        self.test_metrics = ClassificationMetrics(self.class_names)
+        self.test_outputs: dict[str, torch.Tensor] = {}
+        self.test_confusion: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of RGB images: uint8 in 0..255, or float in 0..1."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        return self.net((x - self.mean) / self.std)
+
+    def _step(self, batch, metrics: ClassificationMetrics, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, weight=self.class_weight,
+                               label_smoothing=self.hparams.label_smoothing)  # fmt: skip
+        probs = logits.detach().float().softmax(dim=1)
+        metrics.update(probs, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=len(y), sync_dist=True)  # fmt: skip
+        return loss, probs
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_metrics, "train")[0]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, probs = self._step(batch, self.test_metrics, "test")
+        for name, value in (("probs", probs), ("target", batch[1]), ("index", batch[2])):
+            self._test_parts.setdefault(name, []).append(value.detach())
+
+    def on_test_epoch_start(self) -> None:
+        self._test_parts: dict[str, list[torch.Tensor]] = {}
+
+    def _log_epoch(self, metrics: ClassificationMetrics, stage: str) -> None:
+        self.log_dict(prefixed(metrics.compute(), stage), prog_bar=False)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics, "train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion = self.test_metrics.confusion_matrix().cpu()
+        self._log_epoch(self.test_metrics, "test")
+        outputs = {k: torch.cat(v) for k, v in self._test_parts.items()}
+        if self.trainer.world_size > 1:  # every rank's predictions, minus the sampler's padding duplicates
+            outputs = {k: self.all_gather(v).flatten(0, 1) for k, v in outputs.items()}
+            order = torch.argsort(outputs["index"], stable=True)
+            index = outputs["index"][order]
+            first = torch.ones_like(index, dtype=torch.bool)
+            first[1:] = index[1:] != index[:-1]
+            outputs = {k: v[order[first]] for k, v in outputs.items()}
+        self.test_outputs = {k: v.cpu() for k, v in outputs.items()}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)  # fmt: skip
+        if self.hparams.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, self.trainer.max_epochs)
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if self.hparams.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=0.5, patience=2
+            )
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/f1_macro", "interval": "epoch"}}  # fmt: skip
+        return optimizer

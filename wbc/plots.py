@@ -1,0 +1,119 @@
+"""Matplotlib figures for evaluation reports: confusion matrix, per-class metrics, training curves.
+
+Figures are built with the object API (no pyplot state, safe in callbacks); the caller saves them, e.g. with
+`save_figure`, which also closes them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor
+
+CURVE_PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"), ("f1_macro", "Macro F1"))
+
+
+def plot_confusion_matrix(
+    cm: np.ndarray | Tensor, class_names: Sequence[str], normalize: bool = False, title: str | None = None
+) -> Figure:
+    """Heatmap of a (C, C) confusion matrix (rows = true, cols = predicted), counts or row-normalised.
+
+    With normalize=True each row sums to 1; a row without samples stays all 0 (no division warning).
+    """
+    counts = cm.detach().cpu().numpy() if isinstance(cm, Tensor) else np.asarray(cm)
+    if normalize:
+        rows = counts.sum(axis=1, keepdims=True)
+        values = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    else:
+        values = counts
+    c = len(class_names)
+    size = 2.5 + 0.9 * c
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else max(values.max(), 1))
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    # Dark cells get white text; the threshold is half the colour range.
+    dark = (1 if normalize else max(values.max(), 1)) / 2
+    for i in range(c):
+        for j in range(c):
+            text = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", color="white" if values[i, j] > dark else "black")
+    ax.set_xticks(range(c), labels=class_names, rotation=35, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(c), labels=class_names)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix"))
+    return fig
+
+
+def plot_per_class_metrics(
+    metrics: dict[str, float],
+    class_names: Sequence[str],
+    names: Sequence[str] = ("precision", "recall", "specificity", "f1"),
+    prefix: str = "",
+) -> Figure:
+    """Grouped bars per class from keys "{prefix}{name}/{class}" (prefix e.g. "test/" or "test").
+
+    Missing or NaN values draw no bar and are labelled "n/a".
+    """
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    c, k = len(class_names), len(names)
+    width = 0.8 / k
+    fig = Figure(figsize=(max(6.0, 1.6 * c + 2), 4), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(c)
+    for i, name in enumerate(names):
+        vals = [float(metrics.get(f"{prefix}{name}/{cls}", math.nan)) for cls in class_names]
+        heights = [0.0 if math.isnan(v) else v for v in vals]
+        bars = ax.bar(x + (i - (k - 1) / 2) * width, heights, width, label=name)
+        labels = ["n/a" if math.isnan(v) else f"{v:.2f}" for v in vals]
+        ax.bar_label(bars, labels=labels, padding=2, fontsize=7, rotation=90 if k > 4 else 0)
+    ax.set_xticks(x, labels=class_names, rotation=15)
+    # Headroom above 1 so the value labels of perfect scores stay inside the axes.
+    ax.set_ylim(0, 1.12)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("score")
+    ax.set_title(f"Per-class metrics ({prefix.rstrip('/')})" if prefix else "Per-class metrics")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def plot_training_curves(history: list[dict[str, float]]) -> Figure:
+    """Loss, accuracy and macro F1 vs epoch, train and val lines, from per-epoch dicts.
+
+    Keys: "epoch", "train/loss", "val/loss", "train/accuracy", ... Any key may be missing from any entry
+    (e.g. train and val logged in separate rows); a missing "epoch" falls back to the entry's index.
+    """
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(CURVE_PANELS))
+    for ax, (key, label) in zip(axes, CURVE_PANELS, strict=True):
+        for stage, color in (("train", "C0"), ("val", "C1")):  # fixed colours: same stage, same colour
+            points = sorted(
+                (float(h.get("epoch", i)), float(h[f"{stage}/{key}"]))
+                for i, h in enumerate(history)
+                if h.get(f"{stage}/{key}") is not None
+            )
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, color=color, label=stage)
+        if ax.lines:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
+    """Save as PNG (whatever the suffix), creating parent folders, then close the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)  # releases pyplot-managed figures; a no-op for figures built with Figure()

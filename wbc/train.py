@@ -1,0 +1,113 @@
+"""The training recipe: seed -> data -> model -> callbacks, loggers, trainer -> fit -> test the best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from wbc.artefacts import save_figures, write_json, write_predictions
+from wbc.callbacks import MetricHistory
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (callbacks, loggers); skip nulls."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, test the best checkpoint, write the run's artefacts; return metrics.json's content."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    restorer = instantiate(cfg.sr)
+    datamodule = instantiate(cfg.data, restorer=restorer, seed=cfg.seed)
+    datamodule.setup("fit")
+    datamodule.write_manifest(out / "split_manifest.csv")
+
+    model = instantiate(
+        cfg.model,
+        class_names=datamodule.class_names,
+        class_counts=datamodule.train_class_counts,
+        preprocessing={"image_size": cfg.data.image_size, "lr_scale": cfg.data.lr_scale,
+                       "sr": OmegaConf.to_container(cfg.sr, resolve=True)},
+    )  # fmt: skip
+    history = MetricHistory()
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), history]
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
+
+    checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    result: dict[str, Any] = {
+        "run": {"seed": cfg.seed, "split_seed": cfg.data.split_seed, "source": datamodule.source.name,
+                "image_size": cfg.data.image_size, "lr_scale": cfg.data.lr_scale, "sr": cfg.sr.method,
+                "model": cfg.model.net.name, "output_dir": str(out)},
+        "data": {split: len(samples) for split, samples in datamodule.samples.items()}
+        | {"excluded": len(datamodule.excluded), "unreadable": len(datamodule.unreadable),
+           "unreadable_files": [f"{s.path}: {why}" for s, why in datamodule.unreadable]},
+        "best_checkpoint": checkpoint,
+        "best_val_f1_macro": _float(getattr(trainer.checkpoint_callback, "best_model_score", None)),
+        "epochs": len(history.history),
+        "fit_seconds": fit_seconds,
+        "epoch_seconds": [round(h["seconds"], 3) for h in history.history],
+        "history": history.history,
+    }  # fmt: skip
+    if cfg.get("test", True) and datamodule.samples["test"]:
+        trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint or None, weights_only=False)
+        test = {k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        result["test"] = test
+        if trainer.is_global_zero:
+            paths = [s.path for s in datamodule.samples["test"]]
+            write_predictions(out / "test_predictions.csv", paths, datamodule.class_names, model.test_outputs)
+            result["test_confusion_matrix"] = model.test_confusion.tolist()
+
+    if trainer.is_global_zero:
+        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        save_figures(out, datamodule.class_names, model.test_confusion, result.get("test", {}), history.history,
+                     tb_writer=tb.experiment if tb else None, step=trainer.global_step)  # fmt: skip
+        if tb is not None:
+            tb.log_hyperparams(_flat_hparams(cfg), {k: v for k, v in result.get("test", {}).items()
+                                                    if "/" not in k.split("/", 1)[1]})  # fmt: skip
+        write_json(out / "metrics.json", result)
+        log.info("run folder: %s", out)
+    return result
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config as flat scalar hyperparameters for TensorBoard's HPARAMS tab."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float, str, bool)) or node is None:
+            flat[prefix] = "null" if node is None else node
+        else:
+            flat[prefix] = str(node)
+
+    walk("", {k: container[k] for k in ("seed", "data", "sr", "model", "trainer") if k in container})
+    return flat
