@@ -31,32 +31,44 @@ def write_json(path: str | Path, data: dict) -> None:
     Path(path).write_text(json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
 
 
-def write_predictions(path: str | Path, paths: Sequence[str], class_names: Sequence[str],
-                      outputs: dict[str, torch.Tensor]) -> None:  # fmt: skip
+def write_predictions(
+    path: str | Path, paths: Sequence[str], class_names: Sequence[str], outputs: dict[str, torch.Tensor]
+) -> None:
     """One row per test image: path, true and predicted class, confidence, probability per class."""
     probs = outputs["probs"].float()
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(
-            ["path", "label", "predicted", "correct", "confidence", *[f"p/{c}" for c in class_names]]
-        )
+        writer.writerow(["path", "label", "predicted", "correct", "confidence", *[f"p/{c}" for c in class_names]])
         for i, p, t in zip(outputs["index"].tolist(), probs, outputs["target"].tolist(), strict=True):
             pred = int(p.argmax())
-            writer.writerow([paths[i], class_names[t], class_names[pred], int(pred == t), f"{float(p[pred]):.6f}",
-                             *[f"{float(v):.6f}" for v in p]])  # fmt: skip
+            writer.writerow(
+                [
+                    paths[i],
+                    class_names[t],
+                    class_names[pred],
+                    int(pred == t),
+                    f"{float(p[pred]):.6f}",
+                    *[f"{float(v):.6f}" for v in p],
+                ]
+            )
 
 
-def save_figures(out_dir: Path, class_names: Sequence[str], confusion: torch.Tensor | None,
-                 test_metrics: dict[str, float], history: list[dict], tb_writer=None,
-                 step: int = 0) -> list[Path]:  # fmt: skip
+def save_figures(
+    out_dir: Path,
+    class_names: Sequence[str],
+    confusion: torch.Tensor | None,
+    test_metrics: dict[str, float],
+    history: list[dict],
+    tb_writer=None,
+    step: int = 0,
+) -> list[Path]:
     """Confusion matrices (counts, row-normalised), per-class chart and training curves as PNG (and to TB)."""
     figures = {}
     if confusion is not None:
-        figures["confusion_matrix"] = plot_confusion_matrix(
-            confusion, class_names, title="Test confusion (counts)"
-        )
+        figures["confusion_matrix"] = plot_confusion_matrix(confusion, class_names, title="Test confusion (counts)")
         figures["confusion_matrix_normalized"] = plot_confusion_matrix(
-            confusion, class_names, normalize=True, title="Test confusion (row-normalised)")  # fmt: skip
+            confusion, class_names, normalize=True, title="Test confusion (row-normalised)"
+        )
     if test_metrics:
         figures["per_class_metrics"] = plot_per_class_metrics(test_metrics, class_names, prefix="test/")
     if history:

@@ -41,9 +41,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.model,
         class_names=datamodule.class_names,
         class_counts=datamodule.train_class_counts,
-        preprocessing={"image_size": cfg.data.image_size, "lr_scale": cfg.data.lr_scale,
-                       "sr": OmegaConf.to_container(cfg.sr, resolve=True)},
-    )  # fmt: skip
+        preprocessing={
+            "image_size": cfg.data.image_size,
+            "lr_scale": cfg.data.lr_scale,
+            "sr": OmegaConf.to_container(cfg.sr, resolve=True),
+        },
+    )
     history = MetricHistory()
     callbacks = [*_instantiate_all(cfg.get("callbacks")), history]
     loggers = _instantiate_all(cfg.get("logger"))
@@ -55,19 +58,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     result: dict[str, Any] = {
-        "run": {"seed": cfg.seed, "split_seed": cfg.data.split_seed, "source": datamodule.source.name,
-                "image_size": cfg.data.image_size, "lr_scale": cfg.data.lr_scale, "sr": cfg.sr.method,
-                "model": cfg.model.net.name, "output_dir": str(out)},
+        "run": {
+            "seed": cfg.seed,
+            "split_seed": cfg.data.split_seed,
+            "source": datamodule.source.name,
+            "image_size": cfg.data.image_size,
+            "lr_scale": cfg.data.lr_scale,
+            "sr": cfg.sr.method,
+            "model": cfg.model.net.name,
+            "output_dir": str(out),
+        },
         "data": {split: len(samples) for split, samples in datamodule.samples.items()}
-        | {"excluded": len(datamodule.excluded), "unreadable": len(datamodule.unreadable),
-           "unreadable_files": [f"{s.path}: {why}" for s, why in datamodule.unreadable]},
+        | {
+            "excluded": len(datamodule.excluded),
+            "unreadable": len(datamodule.unreadable),
+            "unreadable_files": [f"{s.path}: {why}" for s, why in datamodule.unreadable],
+        },
         "best_checkpoint": checkpoint,
         "best_val_f1_macro": _float(getattr(trainer.checkpoint_callback, "best_model_score", None)),
         "epochs": len(history.history),
         "fit_seconds": fit_seconds,
         "epoch_seconds": [round(h["seconds"], 3) for h in history.history],
         "history": history.history,
-    }  # fmt: skip
+    }
     if cfg.get("test", True) and datamodule.samples["test"]:
         trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint or None, weights_only=False)
         test = {k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -79,11 +92,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     if trainer.is_global_zero:
         tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        save_figures(out, datamodule.class_names, model.test_confusion, result.get("test", {}), history.history,
-                     tb_writer=tb.experiment if tb else None, step=trainer.global_step)  # fmt: skip
+        save_figures(
+            out,
+            datamodule.class_names,
+            model.test_confusion,
+            result.get("test", {}),
+            history.history,
+            tb_writer=tb.experiment if tb else None,
+            step=trainer.global_step,
+        )
         if tb is not None:
-            tb.log_hyperparams(_flat_hparams(cfg), {k: v for k, v in result.get("test", {}).items()
-                                                    if "/" not in k.split("/", 1)[1]})  # fmt: skip
+            tb.log_hyperparams(
+                _flat_hparams(cfg), {k: v for k, v in result.get("test", {}).items() if "/" not in k.split("/", 1)[1]}
+            )
         write_json(out / "metrics.json", result)
         log.info("run folder: %s", out)
     return result

@@ -135,8 +135,11 @@ class WBCDataModule(L.LightningDataModule):
                     kept.append(s)
             self.samples[split] = kept
         if self.unreadable:
-            log.warning("%d file(s) could not be read as images and are skipped: %s", len(self.unreadable),
-                        "; ".join(f"{s.path}: {why}" for s, why in self.unreadable))  # fmt: skip
+            log.warning(
+                "%d file(s) could not be read as images and are skipped: %s",
+                len(self.unreadable),
+                "; ".join(f"{s.path}: {why}" for s, why in self.unreadable),
+            )
         if not self.samples["train"]:
             raise ValueError("the training split is empty: check data.root and the class mapping")
 
@@ -189,10 +192,15 @@ class WBCDataModule(L.LightningDataModule):
             rows = np.array(sorted(set(train_rows)))
             restorer.prepare(
                 lambda: np.asarray(references[rows]),
-                dataset_key=digest(self.source.cache_token(), self.preprocessor.image_size,
-                                   self.split_fractions, self.split_seed, len(rows)),
+                dataset_key=digest(
+                    self.source.cache_token(),
+                    self.preprocessor.image_size,
+                    self.split_fractions,
+                    self.split_seed,
+                    len(rows),
+                ),
                 store_dir=None if self.cache_dir is None else self.cache_dir / "sr",
-            )  # fmt: skip
+            )
 
     def _restored(self, references: np.ndarray, keys: list[str]) -> np.ndarray:
         if self.preprocessor.lr_scale == 1:
@@ -231,9 +239,7 @@ class WBCDataModule(L.LightningDataModule):
             counts = np.bincount(dataset.labels, minlength=len(self.class_names)).astype(float)
             weights = 1.0 / np.maximum(counts[dataset.labels], 1)
             generator = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(
-                weights.tolist(), len(dataset), replacement=True, generator=generator
-            )
+            sampler = WeightedRandomSampler(weights.tolist(), len(dataset), replacement=True, generator=generator)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

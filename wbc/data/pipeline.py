@@ -33,9 +33,7 @@ class Preprocessor:
         if image_size % lr_scale:
             raise ValueError(f"data.image_size={image_size} must be divisible by data.lr_scale={lr_scale}")
         if lr_scale > 1 and restorer is None:
-            raise ValueError(
-                "data.lr_scale > 1 needs an SR stage or plain resize (sr=none) to restore the size"
-            )
+            raise ValueError("data.lr_scale > 1 needs an SR stage or plain resize (sr=none) to restore the size")
         self.image_size = image_size
         self.lr_scale = lr_scale
         self.restorer = restorer

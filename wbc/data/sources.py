@@ -17,8 +17,15 @@ from wbc.data.samples import Sample
 log = logging.getLogger(__name__)
 
 # Folder names that mark a source's own split layout, and the split each means.
-SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-              "test": "test", "testing": "test"}  # fmt: skip
+SPLIT_DIRS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def content_key(path: str | os.PathLike) -> str:
@@ -101,15 +108,11 @@ class FolderSource:
 
     def _class_folders(self) -> list[tuple[Path, str | None]]:
         if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"data.root={self.root} is not a folder (resolved: {self.root.resolve()})"
-            )
+            raise FileNotFoundError(f"data.root={self.root} is not a folder (resolved: {self.root.resolve()})")
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir())
         splits = [p for p in subdirs if p.name.lower() in SPLIT_DIRS]
         if splits:
-            return [
-                (c, SPLIT_DIRS[s.name.lower()]) for s in splits for c in sorted(s.iterdir()) if c.is_dir()
-            ]
+            return [(c, SPLIT_DIRS[s.name.lower()]) for s in splits for c in sorted(s.iterdir()) if c.is_dir()]
         return [(c, None) for c in subdirs]
 
     def scan(self) -> list[Sample]:
@@ -131,11 +134,17 @@ class FolderSource:
                 samples.append(Sample(path=str(f), label=label, key=key, split=split))
         self.unknown_folders = dict(unknown)
         for folder, count in self.unknown_folders.items():
-            log.warning("%s: folder %r is not in the class mapping; its %d images are skipped "
-                        "(map it in data.class_map)", self.root, folder, count)  # fmt: skip
+            log.warning(
+                "%s: folder %r is not in the class mapping; its %d images are skipped (map it in data.class_map)",
+                self.root,
+                folder,
+                count,
+            )
         if not samples:
-            raise ValueError(f"{self.root}: no images of the classes {self.class_names} found "
-                             f"(folders seen: {[f.name for f, _ in self._class_folders()]})")  # fmt: skip
+            raise ValueError(
+                f"{self.root}: no images of the classes {self.class_names} found "
+                f"(folders seen: {[f.name for f, _ in self._class_folders()]})"
+            )
         return samples
 
     def load(self, sample: Sample) -> np.ndarray:

@@ -68,12 +68,18 @@ class WBCClassifier(L.LightningModule):
     def _step(self, batch, metrics: ClassificationMetrics, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, weight=self.class_weight,
-                               label_smoothing=self.hparams.label_smoothing)  # fmt: skip
+        loss = F.cross_entropy(logits, y, weight=self.class_weight, label_smoothing=self.hparams.label_smoothing)
         probs = logits.detach().float().softmax(dim=1)
         metrics.update(probs, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(y), sync_dist=True)  # fmt: skip
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(y),
+            sync_dist=True,
+        )
         return loss, probs
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -114,17 +120,14 @@ class WBCClassifier(L.LightningModule):
         self.test_outputs = {k: v.cpu() for k, v in outputs.items()}
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)  # fmt: skip
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.scheduler == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(1, self.trainer.max_epochs)
-            )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         if self.hparams.scheduler == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="max", factor=0.5, patience=2
-            )
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/f1_macro", "interval": "epoch"}}  # fmt: skip
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/f1_macro", "interval": "epoch"},
+            }
         return optimizer

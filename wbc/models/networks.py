@@ -52,9 +52,7 @@ def _resnet18(num_classes: int, pretrained: bool = False) -> nn.Module:
 
 
 def _efficientnet_b0(num_classes: int, pretrained: bool = False, dropout: float = 0.2) -> nn.Module:
-    net = tvm.efficientnet_b0(
-        weights=tvm.EfficientNet_B0_Weights.DEFAULT if pretrained else None, dropout=dropout
-    )
+    net = tvm.efficientnet_b0(weights=tvm.EfficientNet_B0_Weights.DEFAULT if pretrained else None, dropout=dropout)
     net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, num_classes)
     return net
 

@@ -91,16 +91,18 @@ class SuperResolver:
         try:
             self.model.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"{origin}: SR weights do not fit sr={self.method} x{self.scale} "
-                             f"with arch {self.arch}: {err}") from err  # fmt: skip
+            raise ValueError(
+                f"{origin}: SR weights do not fit sr={self.method} x{self.scale} with arch {self.arch}: {err}"
+            ) from err
         self.model.to(self.device).eval()
         self.train_stats = payload.get("stats")
         buffer = io.BytesIO()
         torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, buffer)
         self.weights_digest = hashlib.blake2b(buffer.getvalue(), digest_size=10).hexdigest()
 
-    def prepare(self, training_images: Callable[[], np.ndarray], dataset_key: str,
-                store_dir: str | os.PathLike | None) -> None:  # fmt: skip
+    def prepare(
+        self, training_images: Callable[[], np.ndarray], dataset_key: str, store_dir: str | os.PathLike | None
+    ) -> None:
         """Make a trainable method ready: load its in-domain weights from the store, or train and store them.
 
         Weights are keyed by dataset, split, scale, architecture and training settings; the store is locked, so
@@ -118,8 +120,13 @@ class SuperResolver:
                 self._load(torch.load(path, map_location="cpu", weights_only=True), str(path))
                 return
             hr = training_images()
-            log.info("training sr=%s x%d on %d training images (%d steps)", self.method, self.scale, len(hr),
-                     self.train_cfg.steps)  # fmt: skip
+            log.info(
+                "training sr=%s x%d on %d training images (%d steps)",
+                self.method,
+                self.scale,
+                len(hr),
+                self.train_cfg.steps,
+            )
             stats = train_sr(self.model, hr, self.scale, self.train_cfg, device=self.device, log=log.info)
             payload = {"state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()}, "stats": stats}
             if path is not None:
@@ -136,9 +143,7 @@ class SuperResolver:
         if self.opencv is not None:
             return self.opencv(images)
         if not self.ready:
-            raise RuntimeError(
-                f"sr={self.method} has no weights: give sr.weights or let the datamodule train it"
-            )
+            raise RuntimeError(f"sr={self.method} has no weights: give sr.weights or let the datamodule train it")
         return upscale_images(self.model, images, batch_size=self.batch_size, device=self.device)
 
     def cache_token(self) -> str:
@@ -150,8 +155,7 @@ class SuperResolver:
     # -- checkpoint round trip --------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild this stage without its files (stored inside classifier checkpoints)."""
-        state: dict[str, Any] = {"method": self.method, "scale": self.scale, "backend": self.backend,
-                                 "arch": self.arch}  # fmt: skip
+        state: dict[str, Any] = {"method": self.method, "scale": self.scale, "backend": self.backend, "arch": self.arch}
         if self.model is not None and self.ready:
             state["state_dict"] = {k: v.cpu() for k, v in self.model.state_dict().items()}
         if self.opencv is not None:
