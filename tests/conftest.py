@@ -17,15 +17,20 @@ PBC_ROOT = SHARED / "data" / "pbc"
 SR_MODELS = SHARED / "sr_models"
 
 
+def _shared(path: Path) -> Path:
+    """A folder of ../shared: skipped where it is absent, a failure in CI (where it must be)."""
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must have ../shared beside the checkout")
+        pytest.skip(f"{path} not found")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pbc_root() -> Path:
-    if not PBC_ROOT.is_dir():
-        pytest.skip(f"PBC data not found at {PBC_ROOT}")
-    return PBC_ROOT
+    return _shared(PBC_ROOT)
 
 
 @pytest.fixture(scope="session")
 def sr_models_dir() -> Path:
-    if not SR_MODELS.is_dir():
-        pytest.skip(f"shared SR models not found at {SR_MODELS}")
-    return SR_MODELS
+    return _shared(SR_MODELS)

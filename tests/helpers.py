@@ -1,0 +1,48 @@
+"""Shared test helpers: composing the real Hydra config with tiny limits, and small image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+# Overrides that make a run take seconds on one CPU thread.
+TINY = [
+    "data.source.n_per_class=24",
+    "data.image_size=32",
+    "data.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+]
+
+
+def compose_config(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
+    """The real config with ``overrides``, outputs and caches under ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        del cfg.hydra
+    return cfg
+
+
+def write_image(path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 44), mode: str = "RGB") -> Path:
+    """Write a random image of ``size`` (w, h) in ``mode`` to ``path`` (format from the extension)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(data).convert(mode).save(path)
+    return path

@@ -1,0 +1,64 @@
+"""End to end: `python train.py` with tiny limits leaves every artefact a run promises."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.helpers import REPO_ROOT, TINY
+
+
+def run_train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", *TINY, f"hydra.run.dir={tmp_path / 'run'}", *overrides]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_train_end_to_end(tmp_path):
+    proc = run_train(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    for name in ("config.yaml", "split_manifest.csv", "metrics.json", "test_predictions.csv", "train.log",
+                 "confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_metrics.png",
+                 "training_curves.png", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):  # fmt: skip
+        assert (run / name).is_file(), name
+        assert (run / name).stat().st_size > 0, name
+    for png in run.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2 and len(metrics["epoch_seconds"]) == 2
+    assert {"train/loss", "val/loss", "train/accuracy", "val/f1_macro", "train/f1_macro"} <= set(metrics["history"][0])
+    test = metrics["test"]
+    for name in ("test/accuracy", "test/balanced_accuracy", "test/f1_macro", "test/auroc_macro",
+                 "test/precision/Neutrophil", "test/recall/Lymphocyte", "test/specificity/Monocyte",
+                 "test/f1/Eosinophil/Basophil"):  # fmt: skip
+        assert name in test, name
+    assert 0.0 <= test["test/accuracy"] <= 1.0
+    assert metrics["run"]["seed"] == 0 and metrics["run"]["split_seed"] == 0
+    assert metrics["data"] == {"train": 64, "val": 16, "test": 16, "excluded": 0, "unreadable": 0,
+                               "unreadable_files": []}  # fmt: skip
+
+    # the confusion matrix, the predictions file and the test metrics tell one story
+    cm = torch.tensor(metrics["test_confusion_matrix"])
+    rows = list(csv.DictReader((run / "test_predictions.csv").open()))
+    assert len(rows) == cm.sum() == 16
+    assert abs(sum(int(r["correct"]) for r in rows) / len(rows) - test["test/accuracy"]) < 1e-6
+    assert cm.trace().item() == sum(int(r["correct"]) for r in rows)
+
+    manifest = list(csv.DictReader((run / "split_manifest.csv").open()))
+    assert len(manifest) == 96 and {r["split"] for r in manifest} == {"train", "val", "test"}
+
+    ckpt = torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["class_names"][3] == "Eosinophil/Basophil"
+    assert ckpt["hyper_parameters"]["preprocessing"]["image_size"] == 32
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "val/f1_macro", "test/specificity/Monocyte"} <= set(tags["scalars"])
+    assert {"figures/confusion_matrix", "figures/training_curves"} <= set(tags["images"])
+    assert (run / "tensorboard" / "hparams.yaml").is_file()
