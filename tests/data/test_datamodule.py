@@ -35,8 +35,8 @@ def make_dm(tmp_path, source=None, **kw) -> WBCDataModule:
     kw.setdefault("image_size", 32)
     kw.setdefault("batch_size", 16)
     kw.setdefault("cache_dir", tmp_path / "cache")
-    restorer = SuperResolver("none", kw.get("lr_scale", 1))
-    return WBCDataModule(source or SyntheticSource(n_per_class=20, seed=0), restorer=restorer, **kw)
+    kw.setdefault("restorer", SuperResolver("none", kw.get("lr_scale", 1)))
+    return WBCDataModule(source or SyntheticSource(n_per_class=20, seed=0), **kw)
 
 
 def test_synthetic_batches_and_stratified_split(tmp_path):
@@ -153,3 +153,27 @@ def test_empty_training_split_is_an_error(tmp_path):
     dm = make_dm(tmp_path, SyntheticSource(n_per_class=1, seed=0), split={"train": 0, "val": 1, "test": 0})
     with pytest.raises(ValueError, match="training split is empty"):
         dm.setup()
+
+
+def test_sr_outputs_are_computed_once_per_configuration(tmp_path, monkeypatch):
+    """A sweep over seeds reuses each method's SR outputs: counted SR calls on the second setup are zero."""
+    calls = []
+    real_call = SuperResolver.__call__
+    monkeypatch.setattr(SuperResolver, "__call__", lambda self, x: calls.append(len(x)) or real_call(self, x))
+    tiny = {"arch": {"n_resblocks": 1, "n_feats": 8}, "train": {"steps": 3, "batch_size": 4, "patch_size": 16}}
+
+    def setup(seed=0, train_seed=0):
+        restorer = SuperResolver("edsr", 4, device="cpu", **{**tiny, "train": {**tiny["train"], "seed": train_seed}})
+        dm = make_dm(tmp_path, lr_scale=4, restorer=restorer, seed=seed)
+        dm.setup()
+        return dm
+
+    setup(seed=0)
+    assert sum(calls) == 80  # every unique image once
+    calls.clear()
+    setup(seed=1)  # another training seed of the classifier: same SR weights, same images
+    assert calls == []
+    setup(train_seed=5)  # other SR weights: a cache miss
+    assert sum(calls) == 80
+    assert len(list((tmp_path / "cache").glob("sr-*.npy"))) == 2
+    assert len(list((tmp_path / "cache" / "sr").glob("edsr-x4-*.pt"))) == 2

@@ -279,9 +279,7 @@ def test_truncated_16bit_colour_png(tmp_path: Path) -> None:
 def test_pixel_limit(tmp_path: Path) -> None:
     Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
     err = _expect_error(tmp_path / "big.png", "image is 100x100", max_pixels=5000)
-    assert err.problem == (
-        "image is 100x100 = 10,000 pixels, over the limit of 5,000 (decompression-bomb guard)"
-    )
+    assert err.problem == ("image is 100x100 = 10,000 pixels, over the limit of 5,000 (decompression-bomb guard)")
     assert read_image(tmp_path / "big.png", max_pixels=10_000).shape == (100, 100, 3)
     assert read_image(tmp_path / "big.png", max_pixels=None).shape == (100, 100, 3)
 

@@ -66,7 +66,9 @@ def test_fixed_split_folders_are_kept_and_leaks_removed():
     result = assign_splits(data, FRACTIONS, seed=0)
     assert [s.path for s in result.splits["test"]] == ["test/a.png"]
     assert len(result.splits["train"]) == 6 and not result.splits["val"]
-    assert [(s.path, why) for s, why in result.excluded] == [("test/leak.png", "identical to an image in the train split")]
+    assert [(s.path, why) for s, why in result.excluded] == [
+        ("test/leak.png", "identical to an image in the train split")
+    ]
 
 
 def test_bad_fractions_raise():

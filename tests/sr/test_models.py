@@ -70,3 +70,17 @@ def test_build_sr_model():
 def test_build_sr_model_unknown_name():
     with pytest.raises(ValueError, match=r"unknown SR architecture 'srgan'.*edsr, espcn"):
         build_sr_model("srgan", 2)
+
+
+@pytest.mark.parametrize("cls", [ESPCN, EDSR])
+def test_residual_variant_starts_near_bicubic(cls):
+    """With the global bicubic skip and a zeroed last layer, the output is exactly the bicubic upscale."""
+    torch.manual_seed(0)
+    kwargs = {"n_resblocks": 1, "n_feats": 8} if cls is EDSR else {}
+    model = cls(2, residual=True, **kwargs)
+    last = model.body[-1] if cls is ESPCN else model.tail
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    x = torch.rand(1, 3, 8, 8)
+    expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(model(x), expected)

@@ -34,6 +34,8 @@ class Preprocessor:
             raise ValueError(f"data.image_size={image_size} must be divisible by data.lr_scale={lr_scale}")
         if lr_scale > 1 and restorer is None:
             raise ValueError("data.lr_scale > 1 needs an SR stage or plain resize (sr=none) to restore the size")
+        if lr_scale > 1 and getattr(restorer, "scale", lr_scale) != lr_scale:
+            raise ValueError(f"sr.scale={restorer.scale} does not match data.lr_scale={lr_scale}")
         self.image_size = image_size
         self.lr_scale = lr_scale
         self.restorer = restorer

@@ -10,6 +10,7 @@ import operator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Mean RGB of DIV2K in [0, 1], subtracted before EDSR's body and added back after (Lim et al. 2017).
@@ -27,12 +28,24 @@ def _check_scale(scale: int, model: str) -> int:
     return value
 
 
-class ESPCN(nn.Module):
-    """Efficient sub-pixel CNN (Shi et al. 2016): every conv runs at LR size, PixelShuffle upsamples last."""
+def _bicubic(x: torch.Tensor, scale: int) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
-    def __init__(self, scale: int, channels: int = 3, features: tuple[int, int] = (64, 32)) -> None:
+
+class ESPCN(nn.Module):
+    """Efficient sub-pixel CNN (Shi et al. 2016): every conv runs at LR size, PixelShuffle upsamples last.
+
+    ``residual=True`` adds the bicubic upscale of the input to the output (global residual learning, as in VDSR):
+    the network learns only the detail bicubic misses, so a short in-domain training starts at bicubic quality
+    instead of at noise. ``residual=False`` is the paper's network.
+    """
+
+    def __init__(
+        self, scale: int, channels: int = 3, features: tuple[int, int] = (64, 32), residual: bool = False
+    ) -> None:
         super().__init__()
         self.scale = scale = _check_scale(scale, "ESPCN")
+        self.residual = residual
         f1, f2 = features
         # Paper setting (f1, f2, f3) = (5, 3, 3), (n1, n2) = (64, 32), tanh activations.
         self.body = nn.Sequential(
@@ -45,7 +58,8 @@ class ESPCN(nn.Module):
         self.upsample = nn.PixelShuffle(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.upsample(self.body(x))
+        out = self.upsample(self.body(x))
+        return out + _bicubic(x, self.scale) if self.residual else out
 
 
 class ResBlock(nn.Module):
@@ -87,9 +101,11 @@ class EDSR(nn.Module):
         n_feats: int = 64,
         res_scale: float = 0.1,
         channels: int = 3,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.scale = scale = _check_scale(scale, "EDSR")
+        self.residual = residual  # as ESPCN's: add the bicubic upscale of the input (not in the paper)
         # The DIV2K mean is an RGB mean; for other channel counts use its average on every channel.
         mean = DIV2K_RGB_MEAN if channels == 3 else (sum(DIV2K_RGB_MEAN) / 3,) * channels
         # A buffer (not a parameter): follows .to(device) and lands in the state dict, never trained.
@@ -102,10 +118,11 @@ class EDSR(nn.Module):
         self.upsampler = _upsampler(scale, n_feats)
         self.tail = nn.Conv2d(n_feats, channels, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(x - self.rgb_mean)
+    def forward(self, x_in: torch.Tensor) -> torch.Tensor:
+        x = self.head(x_in - self.rgb_mean)
         x = x + self.body(x)  # global skip
-        return self.tail(self.upsampler(x)) + self.rgb_mean
+        out = self.tail(self.upsampler(x))
+        return out + _bicubic(x_in, self.scale) if self.residual else out + self.rgb_mean
 
 
 SR_ARCHITECTURES: dict[str, type[nn.Module]] = {"espcn": ESPCN, "edsr": EDSR}

@@ -104,9 +104,7 @@ class OpenCVSuperResolver:
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) or (H, W, 3) RGB images, got shape {images.shape}")
         sr = self._impl()
-        out = np.empty(
-            (batch.shape[0], batch.shape[1] * self.scale, batch.shape[2] * self.scale, 3), dtype=np.uint8
-        )
+        out = np.empty((batch.shape[0], batch.shape[1] * self.scale, batch.shape[2] * self.scale, 3), dtype=np.uint8)
         for i, image in enumerate(batch):
             # OpenCV models and colour conversions assume BGR order.
             bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)

@@ -55,10 +55,15 @@ class SuperResolver:
             raise ValueError(f"sr.backend must be torch or opencv, got {backend!r}")
         self.method, self.scale, self.backend = method, int(scale), backend
         self.arch = dict(arch or {})
-        self.train_cfg = SRTrainConfig(**dict(train or {}))
+        train = dict(train or {})
+        if "patch_size" in train:  # HR patches must cut into whole LR pixels
+            step = max(1, self.scale)
+            train["patch_size"] = max(step, train["patch_size"] - train["patch_size"] % step)
+        self.train_cfg = SRTrainConfig(**train)
         self.device = _resolve_device(device)
         self.batch_size = batch_size
         self.weights = Path(weights).expanduser() if weights else None
+        self.weights_path: Path | None = self.weights  # where the weights in use came from (or were stored)
         self.model: torch.nn.Module | None = None
         self.opencv = None
         self.weights_digest: str | None = None
@@ -112,6 +117,7 @@ class SuperResolver:
             return
         key = digest(dataset_key, self.method, self.scale, self.arch, vars(self.train_cfg))
         path = None if store_dir is None else Path(store_dir) / f"{self.method}-x{self.scale}-{key}.pt"
+        self.weights_path = path
         if path is not None and path.exists():
             self._load(torch.load(path, map_location="cpu", weights_only=True), str(path))
             return

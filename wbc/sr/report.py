@@ -1,0 +1,70 @@
+"""What a run reports about its SR stage: PSNR/SSIM against the reference, cost per image, example cells."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from wbc.data.pipeline import Preprocessor
+from wbc.data.resize import upscale
+
+
+def sr_quality(restored: np.ndarray, references: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+    """Mean per-image PSNR (dB) and SSIM of restored images against their S x S references, on RGB 0..255."""
+    psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
+    ssim = StructuralSimilarityIndexMeasure(data_range=255.0)
+    for start in range(0, len(references), batch_size):
+        out = torch.from_numpy(np.asarray(restored[start : start + batch_size])).permute(0, 3, 1, 2).float()
+        ref = torch.from_numpy(np.asarray(references[start : start + batch_size])).permute(0, 3, 1, 2).float()
+        psnr.update(out, ref)
+        ssim.update(out, ref)
+    return {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
+
+
+def sr_cost_ms(preprocessor: Preprocessor, references: np.ndarray, max_images: int = 256) -> float:
+    """Milliseconds per image of the SR stage alone (uncached), on up to ``max_images`` low-resolution images."""
+    lr = preprocessor.degrade(np.asarray(references[:max_images]))
+    preprocessor.restorer(lr[:2])  # warm-up: first-call allocations and lazy model loading
+    start = time.perf_counter()
+    preprocessor.restorer(lr)
+    return 1000 * (time.perf_counter() - start) / max(1, len(lr))
+
+
+def example_columns(preprocessor: Preprocessor, references: np.ndarray, restored: np.ndarray,
+                    method: str) -> dict[str, np.ndarray]:  # fmt: skip
+    """LR (nearest-neighbour enlarged, to show its pixels) | bicubic | this method | reference, per cell."""
+    size = preprocessor.image_size
+    lr = preprocessor.degrade(np.asarray(references))
+    columns = {
+        f"LR ({size // preprocessor.lr_scale} px)": np.stack([upscale(im, size, "nearest") for im in lr]),
+        "bicubic": np.stack([upscale(im, size, "bicubic") for im in lr]),
+    }
+    if method != "bicubic":
+        columns[method] = np.asarray(restored)
+    columns[f"reference ({size} px)"] = np.asarray(references)
+    return columns
+
+
+def plot_examples(columns: Mapping[str, np.ndarray], title: str | None = None) -> Figure:
+    """A grid: one row per cell, one column per image kind (LR | bicubic | ESPCN | EDSR | reference)."""
+    names = list(columns)
+    rows = len(next(iter(columns.values())))
+    fig = Figure(figsize=(1.9 * len(names), 1.9 * rows + 0.4))
+    axes = fig.subplots(rows, len(names), squeeze=False)
+    for c, name in enumerate(names):
+        for r in range(rows):
+            ax = axes[r][c]
+            ax.imshow(columns[name][r], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
