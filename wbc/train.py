@@ -49,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     datamodule.write_manifest(out / "split_manifest.csv")
 
+    sr_state = restorer.state()
     model = instantiate(
         cfg.model,
         class_names=datamodule.class_names,
@@ -56,9 +57,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         preprocessing={
             "image_size": cfg.data.image_size,
             "lr_scale": cfg.data.lr_scale,
-            "sr": OmegaConf.to_container(cfg.sr, resolve=True),
+            "sr": {k: sr_state[k] for k in ("method", "scale", "backend", "arch")},
         },
     )
+    model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)
     history = MetricHistory()
     callbacks = [*_instantiate_all(cfg.get("callbacks")), history]
     loggers = _instantiate_all(cfg.get("logger"))

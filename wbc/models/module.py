@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from wbc.metrics import ClassificationMetrics, prefixed
 from wbc.models.networks import create_model
 
+CHECKPOINT_FORMAT = 1  # bump when what predict.py needs from a checkpoint changes
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,6 +59,15 @@ class WBCClassifier(L.LightningModule):
         self.test_metrics = ClassificationMetrics(self.class_names)
         self.test_outputs: dict[str, torch.Tensor] = {}
         self.test_confusion: torch.Tensor | None = None
+        self.sr_state: dict[str, Any] | None = None  # SuperResolver.state(): saved with every checkpoint
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["wbc_format"] = CHECKPOINT_FORMAT
+        if self.sr_state is not None:
+            checkpoint["sr_stage"] = self.sr_state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.sr_state = checkpoint.get("sr_stage", self.sr_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of RGB images: uint8 in 0..255, or float in 0..1."""

@@ -1,0 +1,291 @@
+"""Label new images with a trained checkpoint: one CSV row per input file, always, with an error column.
+
+The checkpoint alone is enough: it holds the class names, the deterministic preprocessing (size, lr_scale, SR
+method) and the SR weights, and prediction runs the same :class:`~wbc.data.pipeline.Preprocessor` that made
+the training, validation and test images.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import pickle
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wbc.data.decode import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, read_image
+from wbc.data.pipeline import Preprocessor
+from wbc.data.sources import ClassMapping, walk_files
+from wbc.models.module import CHECKPOINT_FORMAT, WBCClassifier
+from wbc.sr.stage import SuperResolver
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used for prediction; the message says why and what to do."""
+
+
+def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
+    """Read and validate a wbc classifier checkpoint, with ``weights_only`` unless ``trust`` is set."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{path}: holds Python objects that a safe (weights_only) load refuses. Load it only if you "
+                f"trust its source: add trust_checkpoint=true"
+            ) from err
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or a truncated one ({err})") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    hparams = ckpt.get("hyper_parameters") or {}
+    if "class_names" not in hparams or "net" not in hparams:
+        raise CheckpointError(f"{path}: not a wbc classifier checkpoint (no class names or network in it)")
+    version = ckpt.get("wbc_format")
+    if version is None or "preprocessing" not in hparams or not hparams["preprocessing"]:
+        raise CheckpointError(
+            f"{path}: made by an older wbc that did not store its preprocessing; retrain with this version"
+        )
+    if version > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: made by a newer wbc (format {version} > {CHECKPOINT_FORMAT}); upgrade wbc")
+    return ckpt
+
+
+class Predictor:
+    """A classifier and the preprocessing it was trained with, rebuilt from a checkpoint alone."""
+
+    def __init__(self, model: WBCClassifier, preprocessor: Preprocessor, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.preprocessor = preprocessor
+        self.class_names: list[str] = list(model.class_names)
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", trust: bool = False) -> Predictor:
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        ckpt = load_checkpoint(path, trust)
+        hparams = dict(ckpt["hyper_parameters"])
+        model = WBCClassifier(**hparams)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: its weights do not fit the network it describes ({err})") from err
+        pre = hparams["preprocessing"]
+        sr_state = ckpt.get("sr_stage") or {**pre["sr"], "scale": pre["lr_scale"]}
+        restorer = SuperResolver.from_state(sr_state, device=device)
+        if pre["lr_scale"] > 1 and not restorer.ready:
+            raise CheckpointError(f"{path}: sr={restorer.method} needs SR weights, which the checkpoint lacks")
+        return cls(model, Preprocessor(pre["image_size"], pre["lr_scale"], restorer), device)
+
+    @torch.no_grad()
+    def probabilities(self, images: np.ndarray, tta: bool = False) -> torch.Tensor:
+        """(N, S, S, 3) uint8 images from the preprocessor -> (N, C) class probabilities.
+
+        ``tta`` averages the eight flips/90-degree rotations of each image.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
+        views = [x] if not tta else [v for k in range(4) for v in (x.rot90(k, (2, 3)), x.rot90(k, (2, 3)).flip(3))]
+        return torch.stack([self.model(v).float().softmax(1) for v in views]).mean(0).cpu()
+
+
+def list_inputs(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
+    """Files named by ``spec`` (a file, a folder searched recursively, or a glob) and the folder they are under.
+
+    Every file is listed, whatever its type, so that each one gets a row; symlink loops are not followed twice.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return walk_files(path), path
+    if path.is_file() or path.is_symlink():
+        return [path], None
+    matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if not Path(p).is_dir())
+    if matches:
+        return matches, None
+    raise FileNotFoundError(f"input not found: {spec} (not a file, a folder or a glob that matches files)")
+
+
+def _load(path: Path, preprocessor: Preprocessor, max_pixels: int | None) -> np.ndarray | str:
+    """The S x S reference of one file, or the problem that stopped it (never raises)."""
+    if not is_image_file(path):
+        return f"not an image file type ({path.suffix or 'no extension'}); skipped"
+    try:
+        return preprocessor.reference(read_image(path, max_pixels=max_pixels))
+    except ImageReadError as err:
+        return err.problem
+    except Exception as err:  # one bad file never stops a folder
+        return f"{type(err).__name__}: {err}"
+
+
+def iterate_batches(files: Sequence[Path], preprocessor: Preprocessor, batch_size: int, threads: int = 2,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:  # fmt: skip
+    """Yield (indices, (n, S, S, 3) classifier inputs, {index: error}) per batch; decoding runs ahead in threads."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        pending: list[Future] = []
+        ahead = 2 * batch_size  # decode at most two batches ahead: bounded memory on huge folders
+        submitted = 0
+        for start in range(0, len(files), batch_size):
+            stop = min(start + batch_size, len(files))
+            while submitted < min(len(files), stop + ahead):
+                pending.append(pool.submit(_load, files[submitted], preprocessor, max_pixels))
+                submitted += 1
+            results = [pending[i].result() for i in range(start, stop)]
+            for i in range(start, stop):
+                pending[i] = None  # free decoded images as soon as they are consumed
+            good = [(start + j, r) for j, r in enumerate(results) if not isinstance(r, str)]
+            errors = {start + j: r for j, r in enumerate(results) if isinstance(r, str)}
+            images = preprocessor.restore(np.stack([r for _, r in good])) if good else None
+            yield [i for i, _ in good], images, errors
+
+
+def predict_files(predictor: Predictor, files: Sequence[Path], batch_size: int = 64, threads: int = 2,
+                  tta: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  on_batch: Callable[[list[int], np.ndarray, torch.Tensor], None] | None = None
+                  ) -> tuple[torch.Tensor, dict[int, str]]:  # fmt: skip
+    """Probabilities (N, C; NaN rows for files that failed) and {index: error} for every file."""
+    probs = torch.full((len(files), len(predictor.class_names)), float("nan"))
+    errors: dict[int, str] = {}
+    for indices, images, batch_errors in iterate_batches(files, predictor.preprocessor, batch_size, threads,
+                                                         max_pixels):  # fmt: skip
+        errors.update(batch_errors)
+        if indices:
+            p = predictor.probabilities(images, tta=tta)
+            probs[indices] = p
+            if on_batch is not None:
+                on_batch(indices, images, p)
+    return probs, errors
+
+
+def folder_labels(files: Sequence[Path], root: Path | None, class_names: Sequence[str],
+                  class_map: dict[str, str] | None) -> list[int | None]:  # fmt: skip
+    """Class index of each file from its first folder below ``root`` (None when unmapped or outside it)."""
+    mapping = ClassMapping(class_names, class_map)
+    labels: list[int | None] = []
+    for f in files:
+        try:
+            parts = f.relative_to(root).parts if root is not None else ()
+        except ValueError:
+            parts = ()
+        labels.append(mapping.index(parts[0]) if len(parts) > 1 else None)
+    return labels
+
+
+def write_predictions(path: Path, files: Sequence[Path], class_names: Sequence[str], probs: torch.Tensor,
+                      errors: dict[int, str], labels: Sequence[int | None] | None = None) -> None:  # fmt: skip
+    """The CSV: one row per file with path, (label,) predicted class, confidence, probabilities, error."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        head = ["path"] + (["label"] if labels is not None else [])
+        writer.writerow(head + ["predicted", "confidence", *[f"p/{c}" for c in class_names], "error"])
+        for i, file in enumerate(files):
+            row = [str(file)] + ([class_names[labels[i]] if labels[i] is not None else ""] if labels else [])
+            if i in errors:
+                writer.writerow(row + ["", "", *[""] * len(class_names), errors[i]])
+                continue
+            p = probs[i]
+            k = int(p.argmax())
+            writer.writerow(row + [class_names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p], ""])
+
+
+def summarise(files: Sequence[Path], class_names: Sequence[str], probs: torch.Tensor,
+              errors: dict[int, str]) -> dict[str, Any]:  # fmt: skip
+    predicted = [class_names[int(probs[i].argmax())] for i in range(len(files)) if i not in errors]
+    counts = Counter(predicted)
+    return {
+        "files": len(files),
+        "predicted": len(predicted),
+        "errors": len(errors),
+        "per_class": {c: counts.get(c, 0) for c in class_names},
+        "error_files": {str(files[i]): why for i, why in sorted(errors.items())},
+    }
+
+
+def run(cfg: Any) -> int:
+    """The predict command: returns the process exit code (0 when at least one file was predicted)."""
+    from wbc.explain import GradCAM, save_gradcam, save_overlay
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint)
+        files, root = list_inputs(cfg.input)
+    except (CheckpointError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    if not files:
+        log.error("no files found in %s", cfg.input)
+        return 2
+    names = predictor.class_names
+    cam = GradCAM(predictor.model) if cfg.gradcam else None
+
+    def visualise(indices: list[int], images: np.ndarray, p: torch.Tensor) -> None:
+        heat = cam(images) if cam is not None else None
+        for j, i in enumerate(indices):
+            rel = _relative(files[i], root, i)
+            k = int(p[j].argmax())
+            if cfg.save_overlays:
+                save_overlay(images[j], f"{names[k]} {float(p[j, k]):.2f}", out / "overlays" / rel)
+            if heat is not None:
+                save_gradcam(images[j], heat[j], f"{names[k]}", out / "gradcam" / rel)
+
+    on_batch = visualise if (cfg.save_overlays or cfg.gradcam) else None
+    probs, errors = predict_files(predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta,
+                                  cfg.max_pixels, on_batch)  # fmt: skip
+    labels = folder_labels(files, root, names, cfg.class_map) if cfg.evaluate else None
+    write_predictions(out / "predictions.csv", files, names, probs, errors, labels)
+    summary = summarise(files, names, probs, errors)
+    if cfg.evaluate:
+        summary["evaluation"] = evaluate(out, names, probs, errors, labels)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    log.info("predicted %d of %d files (%d errors): %s", summary["predicted"], summary["files"],
+             summary["errors"], ", ".join(f"{c}={n}" for c, n in summary["per_class"].items()))  # fmt: skip
+    for path, why in summary["error_files"].items():
+        log.warning("%s: %s", path, why)
+    log.info("written: %s", out / "predictions.csv")
+    if summary["predicted"] == 0:
+        log.error("no file could be predicted (%d errors; see %s)", len(errors), out / "predictions.csv")
+        return 1
+    return 0
+
+
+def evaluate(out: Path, class_names: Sequence[str], probs: torch.Tensor, errors: dict[int, str],
+             labels: Sequence[int | None]) -> dict[str, Any]:  # fmt: skip
+    """Full metric set, confusion matrices and per-class chart against the folder labels."""
+    from wbc.artefacts import save_figures, write_json
+    from wbc.metrics import ClassificationMetrics, prefixed
+
+    keep = [i for i, label in enumerate(labels) if label is not None and i not in errors]
+    if not keep:
+        log.warning("evaluate=true, but no predicted file sits in a class folder the mapping knows")
+        return {"labelled": 0}
+    metrics = ClassificationMetrics(class_names)
+    metrics.update(probs[keep], torch.tensor([labels[i] for i in keep]))
+    values = prefixed(metrics.compute(), "test")
+    confusion = metrics.confusion_matrix()
+    write_json(out / "metrics.json", {"test": values, "test_confusion_matrix": confusion.tolist(),
+                                      "labelled": len(keep), "unlabelled": len(labels) - len(keep)})  # fmt: skip
+    save_figures(out, class_names, confusion, values, history=[])
+    return {"labelled": len(keep), "accuracy": values["test/accuracy"], "f1_macro": values["test/f1_macro"]}
+
+
+def _relative(path: Path, root: Path | None, index: int) -> Path:
+    """Where a file's overlay goes: its place below the input folder, else a numbered name (no collisions)."""
+    try:
+        return path.relative_to(root).with_suffix(".png")
+    except (TypeError, ValueError):
+        return Path(f"{index:06d}_{path.stem}.png")
