@@ -132,8 +132,13 @@ def _load(path: Path, preprocessor: Preprocessor, max_pixels: int | None) -> np.
         return f"{type(err).__name__}: {err}"
 
 
-def iterate_batches(files: Sequence[Path], preprocessor: Preprocessor, batch_size: int, threads: int = 2,
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:  # fmt: skip
+def iterate_batches(
+    files: Sequence[Path],
+    preprocessor: Preprocessor,
+    batch_size: int,
+    threads: int = 2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
     """Yield (indices, (n, S, S, 3) classifier inputs, {index: error}) per batch; decoding runs ahead in threads."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
         pending: list[Future] = []
@@ -153,15 +158,21 @@ def iterate_batches(files: Sequence[Path], preprocessor: Preprocessor, batch_siz
             yield [i for i, _ in good], images, errors
 
 
-def predict_files(predictor: Predictor, files: Sequence[Path], batch_size: int = 64, threads: int = 2,
-                  tta: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  on_batch: Callable[[list[int], np.ndarray, torch.Tensor], None] | None = None
-                  ) -> tuple[torch.Tensor, dict[int, str]]:  # fmt: skip
+def predict_files(
+    predictor: Predictor,
+    files: Sequence[Path],
+    batch_size: int = 64,
+    threads: int = 2,
+    tta: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    on_batch: Callable[[list[int], np.ndarray, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, dict[int, str]]:
     """Probabilities (N, C; NaN rows for files that failed) and {index: error} for every file."""
     probs = torch.full((len(files), len(predictor.class_names)), float("nan"))
     errors: dict[int, str] = {}
-    for indices, images, batch_errors in iterate_batches(files, predictor.preprocessor, batch_size, threads,
-                                                         max_pixels):  # fmt: skip
+    for indices, images, batch_errors in iterate_batches(
+        files, predictor.preprocessor, batch_size, threads, max_pixels
+    ):
         errors.update(batch_errors)
         if indices:
             p = predictor.probabilities(images, tta=tta)
@@ -171,8 +182,9 @@ def predict_files(predictor: Predictor, files: Sequence[Path], batch_size: int =
     return probs, errors
 
 
-def folder_labels(files: Sequence[Path], root: Path | None, class_names: Sequence[str],
-                  class_map: dict[str, str] | None) -> list[int | None]:  # fmt: skip
+def folder_labels(
+    files: Sequence[Path], root: Path | None, class_names: Sequence[str], class_map: dict[str, str] | None
+) -> list[int | None]:
     """Class index of each file from its first folder below ``root`` (None when unmapped or outside it)."""
     mapping = ClassMapping(class_names, class_map)
     labels: list[int | None] = []
@@ -185,8 +197,14 @@ def folder_labels(files: Sequence[Path], root: Path | None, class_names: Sequenc
     return labels
 
 
-def write_predictions(path: Path, files: Sequence[Path], class_names: Sequence[str], probs: torch.Tensor,
-                      errors: dict[int, str], labels: Sequence[int | None] | None = None) -> None:  # fmt: skip
+def write_predictions(
+    path: Path,
+    files: Sequence[Path],
+    class_names: Sequence[str],
+    probs: torch.Tensor,
+    errors: dict[int, str],
+    labels: Sequence[int | None] | None = None,
+) -> None:
     """The CSV: one row per file with path, (label,) predicted class, confidence, probabilities, error."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -202,8 +220,9 @@ def write_predictions(path: Path, files: Sequence[Path], class_names: Sequence[s
             writer.writerow(row + [class_names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p], ""])
 
 
-def summarise(files: Sequence[Path], class_names: Sequence[str], probs: torch.Tensor,
-              errors: dict[int, str]) -> dict[str, Any]:  # fmt: skip
+def summarise(
+    files: Sequence[Path], class_names: Sequence[str], probs: torch.Tensor, errors: dict[int, str]
+) -> dict[str, Any]:
     predicted = [class_names[int(probs[i].argmax())] for i in range(len(files)) if i not in errors]
     counts = Counter(predicted)
     return {
@@ -244,16 +263,22 @@ def run(cfg: Any) -> int:
                 save_gradcam(images[j], heat[j], f"{names[k]}", out / "gradcam" / rel)
 
     on_batch = visualise if (cfg.save_overlays or cfg.gradcam) else None
-    probs, errors = predict_files(predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta,
-                                  cfg.max_pixels, on_batch)  # fmt: skip
+    probs, errors = predict_files(
+        predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta, cfg.max_pixels, on_batch
+    )
     labels = folder_labels(files, root, names, cfg.class_map) if cfg.evaluate else None
     write_predictions(out / "predictions.csv", files, names, probs, errors, labels)
     summary = summarise(files, names, probs, errors)
     if cfg.evaluate:
         summary["evaluation"] = evaluate(out, names, probs, errors, labels)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    log.info("predicted %d of %d files (%d errors): %s", summary["predicted"], summary["files"],
-             summary["errors"], ", ".join(f"{c}={n}" for c, n in summary["per_class"].items()))  # fmt: skip
+    log.info(
+        "predicted %d of %d files (%d errors): %s",
+        summary["predicted"],
+        summary["files"],
+        summary["errors"],
+        ", ".join(f"{c}={n}" for c, n in summary["per_class"].items()),
+    )
     for path, why in summary["error_files"].items():
         log.warning("%s: %s", path, why)
     log.info("written: %s", out / "predictions.csv")
@@ -263,8 +288,9 @@ def run(cfg: Any) -> int:
     return 0
 
 
-def evaluate(out: Path, class_names: Sequence[str], probs: torch.Tensor, errors: dict[int, str],
-             labels: Sequence[int | None]) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    out: Path, class_names: Sequence[str], probs: torch.Tensor, errors: dict[int, str], labels: Sequence[int | None]
+) -> dict[str, Any]:
     """Full metric set, confusion matrices and per-class chart against the folder labels."""
     from wbc.artefacts import save_figures, write_json
     from wbc.metrics import ClassificationMetrics, prefixed
@@ -277,8 +303,15 @@ def evaluate(out: Path, class_names: Sequence[str], probs: torch.Tensor, errors:
     metrics.update(probs[keep], torch.tensor([labels[i] for i in keep]))
     values = prefixed(metrics.compute(), "test")
     confusion = metrics.confusion_matrix()
-    write_json(out / "metrics.json", {"test": values, "test_confusion_matrix": confusion.tolist(),
-                                      "labelled": len(keep), "unlabelled": len(labels) - len(keep)})  # fmt: skip
+    write_json(
+        out / "metrics.json",
+        {
+            "test": values,
+            "test_confusion_matrix": confusion.tolist(),
+            "labelled": len(keep),
+            "unlabelled": len(labels) - len(keep),
+        },
+    )
     save_figures(out, class_names, confusion, values, history=[])
     return {"labelled": len(keep), "accuracy": values["test/accuracy"], "f1_macro": values["test/f1_macro"]}
 
