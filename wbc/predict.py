@@ -41,6 +41,8 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours, or cut short
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or a truncated one (not a zip archive)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
