@@ -103,7 +103,7 @@ def make_bad_folder(root: Path) -> dict[str, str]:
     add("truncated.jpg", "truncated").write_bytes(good[: len(good) // 2])
     add("empty.jpg", "empty file").write_bytes(b"")
     add("notes.png", "not a readable image").write_text("this is text, not a PNG")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(add("deep/sixteen_bit.tif", ""))
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(add("deep/sixteen_bit.tif", ""))
     Image.fromarray(rgb).convert("L").save(add("deep/er/grey.png", ""))
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(add("rgba.png", ""))
     Image.fromarray(rgb).convert("CMYK").save(add("cmyk.jpg", ""))
