@@ -34,3 +34,11 @@ def pbc_root() -> Path:
 @pytest.fixture(scope="session")
 def sr_models_dir() -> Path:
     return _shared(SR_MODELS)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(run folder, class_map) of a tiny classifier with an in-domain ESPCN x2 stage, trained by train.py."""
+    from tests.helpers import train_folder_run
+
+    return train_folder_run(tmp_path_factory.mktemp("trained"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
+
+from wbc.data.synthetic import SyntheticSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -46,3 +51,32 @@ def write_image(path: Path, rng: np.random.Generator, size: tuple[int, int] = (4
     data = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(data).convert(mode).save(path)
     return path
+
+
+FOLDERS = {"neutrophil": "Neutrophil", "lymphocyte": "Lymphocyte", "monocyte": "Monocyte",
+           "eos_baso": "Eosinophil/Basophil"}  # fmt: skip
+
+
+def write_dataset(root: Path, per_class: int = 16) -> Path:
+    """Synthetic cells written as PNG files in class folders (a folder source with real files)."""
+    source = SyntheticSource(n_per_class=per_class, seed=3, native_size=64)
+    folders = list(FOLDERS)
+    for s in source.scan():
+        path = root / folders[s.label] / f"cell_{Path(s.path).name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(source.load(s)).save(path)
+    return root
+
+
+def train_folder_run(tmp) -> tuple[Path, str]:
+    """A tiny classifier with a trained ESPCN stage (x2), trained by `python train.py` on a folder."""
+    data = write_dataset(tmp / "data")
+    class_map = "{" + ", ".join(f"{k}: {v}" for k, v in FOLDERS.items()) + "}"
+    overrides = [o for o in TINY if not o.startswith("data.source.n_per_class")]
+    cmd = [sys.executable, "train.py", *overrides, "data=folder", f"data.root={data}",
+           f"data.source.class_map={class_map}", "data.lr_scale=2", "sr=espcn", "sr.train.steps=10",
+           "logger=none", f"hydra.run.dir={tmp / 'run'}"]  # fmt: skip
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "run", class_map

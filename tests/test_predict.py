@@ -13,39 +13,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.helpers import REPO_ROOT, TINY
-from wbc.data.synthetic import SyntheticSource
+from tests.helpers import FOLDERS, REPO_ROOT
 from wbc.predict import CheckpointError, Predictor, load_checkpoint, run
-
-FOLDERS = {"neutrophil": "Neutrophil", "lymphocyte": "Lymphocyte", "monocyte": "Monocyte",
-           "eos_baso": "Eosinophil/Basophil"}  # fmt: skip
-
-
-def write_dataset(root: Path, per_class: int = 16) -> Path:
-    """Synthetic cells written as PNG files in class folders (a folder source with real files)."""
-    source = SyntheticSource(n_per_class=per_class, seed=3, native_size=64)
-    folders = list(FOLDERS)
-    for s in source.scan():
-        path = root / folders[s.label] / f"cell_{Path(s.path).name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(source.load(s)).save(path)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny classifier with a trained ESPCN stage (x2), trained by `python train.py` on a folder."""
-    tmp = tmp_path_factory.mktemp("trained")
-    data = write_dataset(tmp / "data")
-    class_map = "{" + ", ".join(f"{k}: {v}" for k, v in FOLDERS.items()) + "}"
-    overrides = [o for o in TINY if not o.startswith("data.source.n_per_class")]
-    cmd = [sys.executable, "train.py", *overrides, "data=folder", f"data.root={data}",
-           f"data.source.class_map={class_map}", "data.lr_scale=2", "sr=espcn", "sr.train.steps=10",
-           "logger=none", f"hydra.run.dir={tmp / 'run'}"]  # fmt: skip
-    env = {**os.environ, "WBC_CACHE_DIR": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "run", class_map
 
 
 def predict_cfg(out: Path, ckpt: Path, input_path, **kw):
