@@ -36,8 +36,9 @@ def main(argv: list[str]) -> int:
     print(json.dumps(result, indent=2))
     tolerance = float(args.get("tolerance", 1e-4))
     if result["max_abs_diff"] > tolerance:
-        print(f"error: exported model differs from PyTorch by {result['max_abs_diff']:.2e} > {tolerance}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: exported model differs from PyTorch by {result['max_abs_diff']:.2e} > {tolerance}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -37,16 +37,23 @@ def main(cfg: DictConfig) -> None:
     datamodule = instantiate(cfg.data, restorer=restorer, seed=cfg.seed)
     datamodule.setup("fit")  # trains (or loads) the SR model on the training split, then caches its outputs
     pre = datamodule.preprocessor
-    report = {"method": cfg.sr.method, "scale": pre.lr_scale, "image_size": pre.image_size,
-              "train": restorer.train_stats, "weights": str(restorer.weights_path)}  # fmt: skip
+    report = {
+        "method": cfg.sr.method,
+        "scale": pre.lr_scale,
+        "image_size": pre.image_size,
+        "train": restorer.train_stats,
+        "weights": str(restorer.weights_path),
+    }
     for split in ("val", "test"):
         rows = np.unique(datamodule.datasets[split].rows)
         if not len(rows):
             continue
         refs = np.asarray(datamodule.references[rows])
         bicubic = np.stack([upscale(im, pre.image_size, "bicubic") for im in pre.degrade(refs)])
-        report[split] = {**sr_quality(np.asarray(datamodule.datasets[split].images[rows]), refs),
-                         **{f"{k}_bicubic": v for k, v in sr_quality(bicubic, refs).items()}}  # fmt: skip
+        report[split] = {
+            **sr_quality(np.asarray(datamodule.datasets[split].images[rows]), refs),
+            **{f"{k}_bicubic": v for k, v in sr_quality(bicubic, refs).items()},
+        }
     if restorer.weights_path is not None:
         shutil.copy(restorer.weights_path, out / "sr_weights.pt")
     (out / "sr_metrics.json").write_text(json.dumps(report, indent=2))

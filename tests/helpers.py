@@ -53,8 +53,12 @@ def write_image(path: Path, rng: np.random.Generator, size: tuple[int, int] = (4
     return path
 
 
-FOLDERS = {"neutrophil": "Neutrophil", "lymphocyte": "Lymphocyte", "monocyte": "Monocyte",
-           "eos_baso": "Eosinophil/Basophil"}  # fmt: skip
+FOLDERS = {
+    "neutrophil": "Neutrophil",
+    "lymphocyte": "Lymphocyte",
+    "monocyte": "Monocyte",
+    "eos_baso": "Eosinophil/Basophil",
+}
 
 
 def write_dataset(root: Path, per_class: int = 16) -> Path:
@@ -73,10 +77,40 @@ def train_folder_run(tmp) -> tuple[Path, str]:
     data = write_dataset(tmp / "data")
     class_map = "{" + ", ".join(f"{k}: {v}" for k, v in FOLDERS.items()) + "}"
     overrides = [o for o in TINY if not o.startswith("data.source.n_per_class")]
-    cmd = [sys.executable, "train.py", *overrides, "data=folder", f"data.root={data}",
-           f"data.source.class_map={class_map}", "data.lr_scale=2", "sr=espcn", "sr.train.steps=10",
-           "logger=none", f"hydra.run.dir={tmp / 'run'}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "train.py",
+        *overrides,
+        "data=folder",
+        f"data.root={data}",
+        f"data.source.class_map={class_map}",
+        "data.lr_scale=2",
+        "sr=espcn",
+        "sr.train.steps=10",
+        "logger=none",
+        f"hydra.run.dir={tmp / 'run'}",
+    ]
     env = {**os.environ, "WBC_CACHE_DIR": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "run", class_map
+
+
+class SignalAt:
+    """A Lightning callback for tests: the process signals itself (SIGTERM, SIGINT) at a given epoch and batch,
+    as a cluster's pre-emption or a user's Ctrl-C would; never in a resumed run."""
+
+    def __new__(cls, *args, **kwargs):
+        import lightning as L
+
+        class _SignalAt(L.Callback):
+            def __init__(self, epoch: int = 1, batch: int = 1, signal: str = "SIGTERM"):
+                self.epoch, self.batch, self.signal = epoch, batch, signal
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                import signal as sig
+
+                if trainer.ckpt_path is None and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+                    os.kill(os.getpid(), getattr(sig, self.signal))
+
+        return _SignalAt(*args, **kwargs)

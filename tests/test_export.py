@@ -18,9 +18,19 @@ from wbc.sr.stage import SuperResolver
 def test_export_script_checks_against_pytorch(trained, tmp_path, fmt):
     run_dir, _ = trained
     out = tmp_path / f"model.{fmt}"
-    proc = subprocess.run([sys.executable, "scripts/export.py", f"ckpt_path={run_dir / 'checkpoints/best.ckpt'}",
-                           f"format={fmt}", f"output={out}"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/export.py",
+            f"ckpt_path={run_dir / 'checkpoints/best.ckpt'}",
+            f"format={fmt}",
+            f"output={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.is_file() and '"max_abs_diff"' in proc.stdout
 

@@ -18,9 +18,21 @@ from wbc.predict import CheckpointError, Predictor, load_checkpoint, run
 
 
 def predict_cfg(out: Path, ckpt: Path, input_path, **kw):
-    base = {"ckpt_path": str(ckpt), "input": str(input_path), "output_dir": str(out), "batch_size": 8,
-            "device": "cpu", "decode_threads": 2, "tta": False, "save_overlays": False, "gradcam": False,
-            "evaluate": False, "class_map": None, "max_pixels": 89478485, "trust_checkpoint": False}  # fmt: skip
+    base = {
+        "ckpt_path": str(ckpt),
+        "input": str(input_path),
+        "output_dir": str(out),
+        "batch_size": 8,
+        "device": "cpu",
+        "decode_threads": 2,
+        "tta": False,
+        "save_overlays": False,
+        "gradcam": False,
+        "evaluate": False,
+        "class_map": None,
+        "max_pixels": 89478485,
+        "trust_checkpoint": False,
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -39,8 +51,13 @@ def test_prediction_reproduces_the_test_metrics(trained, tmp_path):
         src = Path(r["path"])
         (test_set / src.parent.name).mkdir(parents=True, exist_ok=True)
         (test_set / src.parent.name / src.name).symlink_to(src.resolve())
-    cfg = predict_cfg(tmp_path / "out", run_dir / "checkpoints/best.ckpt", test_set, evaluate=True,
-                      class_map=OmegaConf.create(class_map))  # fmt: skip
+    cfg = predict_cfg(
+        tmp_path / "out",
+        run_dir / "checkpoints/best.ckpt",
+        test_set,
+        evaluate=True,
+        class_map=OmegaConf.create(class_map),
+    )
     assert run(cfg) == 0
     evaluated = json.loads((tmp_path / "out/metrics.json").read_text())
     for name in ("test/accuracy", "test/f1_macro", "test/specificity/Monocyte", "test/auroc_macro"):
@@ -136,8 +153,13 @@ def test_exit_codes_and_messages(trained, tmp_path):
     ckpt = run_dir / "checkpoints/best.ckpt"
 
     def predict(*args):
-        return subprocess.run([sys.executable, "predict.py", f"hydra.run.dir={tmp_path / 'p'}", *args],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "predict.py", f"hydra.run.dir={tmp_path / 'p'}", *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     (tmp_path / "empty").mkdir()
     empty = predict(f"ckpt_path={ckpt}", f"input={tmp_path / 'empty'}")

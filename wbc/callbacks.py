@@ -1,46 +1,71 @@
-"""Lightning callbacks of a run: the per-epoch metric history behind the training curves and epoch times."""
+"""Lightning callbacks of a run: epoch times, RNG state in checkpoints, a checkpoint on interruption."""
 
 from __future__ import annotations
 
+import logging
+import random
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 
-class MetricHistory(L.Callback):
-    """Records every epoch's logged train/val metrics and its wall time.
-
-    Lightning aggregates epoch metrics after the epoch-end hooks, so an epoch is recorded when the next one
-    starts, and the last one when training ends.
-    """
+class EpochTimer(L.Callback):
+    """Wall time of every training epoch (its validation included), for run.json."""
 
     def __init__(self) -> None:
-        self.history: list[dict[str, float]] = []
-        self._epoch_start: float | None = None
-        self._epoch: int | None = None
-
-    def _record(self, trainer: L.Trainer) -> None:
-        if self._epoch is None or self._epoch_start is None:
-            return
-        row: dict[str, float] = {"epoch": self._epoch, "seconds": time.perf_counter() - self._epoch_start}
-        for name, value in trainer.callback_metrics.items():
-            if name.startswith(("train/", "val/")) and "/" not in name.split("/", 1)[1]:
-                row[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
-        if not self.history or self.history[-1]["epoch"] != self._epoch:
-            self.history.append(row)
-        self._epoch = None
+        self.seconds: list[float] = []
+        self._start = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
-        self._epoch, self._epoch_start = trainer.current_epoch, time.perf_counter()
+        self._start = time.perf_counter()
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class RNGState(L.Callback):
+    """Stores the torch, numpy and Python RNG states in checkpoints and restores them on resume, so that a resumed
+    run draws the same dropout masks and loader seeds as one that never stopped."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+            "python": random.getstate(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        random.setstate(state_dict["python"])
+
+
+class InterruptCheckpoint(L.Callback):
+    """On Ctrl-C or SIGTERM (a cluster's pre-emption), save ``interrupted.ckpt`` before the process exits.
+
+    Resuming (``ckpt_path=last``) prefers ``last.ckpt``, written at the end of the last complete epoch, which
+    continues exactly; ``interrupted.ckpt`` is used when no epoch had completed.
+    """
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            path = self.dirpath / "interrupted.ckpt"
+            trainer.save_checkpoint(path)
+            log.warning(
+                "interrupted (%s): checkpoint saved to %s; resume with ckpt_path=last", type(exception).__name__, path
+            )

@@ -45,6 +45,11 @@ def load_runs(root: Path) -> list[dict[str, Any]]:
         for key, value in (data.get("sr") or {}).items():
             if isinstance(value, (int, float)):
                 flat[f"sr/{key}"] = value
+        timing_path = path.parent / "run.json"
+        if data.get("sr") and timing_path.exists():  # timings live apart from the deterministic metrics
+            ms = json.loads(timing_path.read_text()).get("sr_ms_per_image")
+            if ms is not None:
+                flat["sr/ms_per_image"] = ms
         runs.append({"dir": path.parent, "run": data["run"], "metrics": flat, "correct": correct})
     return runs
 

@@ -62,8 +62,14 @@ def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batc
     rng = np.random.default_rng(0)
     if fmt == "onnx":
         batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.onnx.export(module, (example,), dynamo=True, input_names=["image"],
-                                    output_names=["probabilities"], dynamic_shapes={"x": {0: batch}})  # fmt: skip
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["probabilities"],
+            dynamic_shapes={"x": {0: batch}},
+        )
         program.save(str(path))
         import onnxruntime as ort
 
@@ -88,6 +94,7 @@ def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batc
         with torch.no_grad():
             expected = module(torch.from_numpy(x)).numpy()
         worst = max(worst, float(np.abs(run(x) - expected).max()))
-    log.info("exported %s (%s): input (N, 3, %d, %d) RGB 0..255; max |p - p_torch| = %.2e", path, fmt, size,
-             size, worst)  # fmt: skip
+    log.info(
+        "exported %s (%s): input (N, 3, %d, %d) RGB 0..255; max |p - p_torch| = %.2e", path, fmt, size, size, worst
+    )
     return {"max_abs_diff": worst, "input_size": size}

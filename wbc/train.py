@@ -1,4 +1,9 @@
-"""The training recipe: seed -> data -> model -> callbacks, loggers, trainer -> fit -> test the best checkpoint."""
+"""The training recipe: seed -> data -> model -> callbacks, loggers, trainer -> fit -> test the best checkpoint.
+
+A run folder gets config.yaml, split_manifest.csv, checkpoints/, metrics.json (deterministic: identical for two
+runs of one configuration and seed with trainer.deterministic=true), run.json (provenance and timings),
+test_predictions.csv, the figures and TensorBoard logs.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from wbc.artefacts import save_figures, write_json, write_predictions
-from wbc.callbacks import MetricHistory
-from wbc.data.resize import upscale
-from wbc.plots import save_figure
-from wbc.sr.report import example_columns, plot_examples, sr_cost_ms, sr_quality
+from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
+from wbc.provenance import provenance
+from wbc.sr.report import report_sr
 
 log = logging.getLogger(__name__)
-
-
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (callbacks, loggers); skip nulls."""
-    if not group:
-        return []
-    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -35,12 +31,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run_info = {**provenance(), "output_dir": str(out)}
     if cfg.data.lr_scale == 1 and cfg.sr.method != "none":
         # At f=1 there is nothing to super-resolve: this run would repeat the sr=none reference. A sweep over
         # sr x lr_scale includes such points; skip them instead of spending a training run on a duplicate.
         log.warning("sr=%s at data.lr_scale=1 is the reference (sr=none); run skipped", cfg.sr.method)
-        result = {"skipped": "sr at lr_scale=1 equals the sr=none reference", "run": _run_info(cfg, out)}
+        result = {"skipped": "sr at lr_scale=1 equals the sr=none reference", "run": describe(cfg)}
         write_json(out / "metrics.json", result)
+        write_json(out / "run.json", run_info)
         return result
     L.seed_everything(cfg.seed, workers=True)
 
@@ -61,67 +59,88 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         },
     )
     model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)
-    history = MetricHistory()
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), history]
-    loggers = _instantiate_all(cfg.get("logger"))
+
+    timer = EpochTimer()
+    callbacks = [timer, RNGState(), InterruptCheckpoint(out / "checkpoints"), *instantiate_all(cfg.get("callbacks"))]
+    loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger; logger=none means "no logs"
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    sr_report = _sr_report(datamodule, cfg.sr.method, out, tb) if datamodule.preprocessor.lr_scale > 1 else None
 
+    sr_metrics, sr_timing = report_sr(datamodule, cfg.sr.method, out, tb) if cfg.data.lr_scale > 1 else (None, {})
+    ckpt_path = resume_checkpoint(out, cfg.get("ckpt_path"))
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    fit_seconds = time.perf_counter() - started
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    history = list(model.history)  # before testing: loading the best checkpoint brings back that epoch's history
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    run_info |= {
+        "resumed_from": ckpt_path,
+        "fit_seconds": time.perf_counter() - started,
+        "epoch_seconds": [round(s, 3) for s in timer.seconds],
+        "best_checkpoint": best,
+        **sr_timing,
+    }
 
-    checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     result: dict[str, Any] = {
-        "run": _run_info(cfg, out),
-        "data": {split: len(samples) for split, samples in datamodule.samples.items()}
-        | {
+        "run": describe(cfg),
+        "data": {
+            **{split: len(samples) for split, samples in datamodule.samples.items()},
             "excluded": len(datamodule.excluded),
             "unreadable": len(datamodule.unreadable),
             "unreadable_files": [f"{s.path}: {why}" for s, why in datamodule.unreadable],
         },
-        "best_checkpoint": checkpoint,
         "best_val_f1_macro": _float(getattr(trainer.checkpoint_callback, "best_model_score", None)),
-        "epochs": len(history.history),
-        "fit_seconds": fit_seconds,
-        "epoch_seconds": [round(h["seconds"], 3) for h in history.history],
-        "history": history.history,
-        "sr": sr_report,
+        "epochs": len(history),
+        "history": history,
+        "sr": sr_metrics,
     }
     if cfg.get("test", True) and datamodule.samples["test"]:
-        trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint or None, weights_only=False)
-        test = {k: _float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        result["test"] = test
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        result["test"] = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
+        result["test_confusion_matrix"] = model.test_confusion.tolist()
         if trainer.is_global_zero:
             paths = [s.path for s in datamodule.samples["test"]]
             write_predictions(out / "test_predictions.csv", paths, datamodule.class_names, model.test_outputs)
-            result["test_confusion_matrix"] = model.test_confusion.tolist()
 
     if trainer.is_global_zero:
-        if tb is not None and sr_report:
-            tb.log_metrics({f"sr/{k}": v for k, v in sr_report.items() if isinstance(v, float)}, step=0)
         save_figures(
             out,
             datamodule.class_names,
             model.test_confusion,
             result.get("test", {}),
-            history.history,
+            history,
             tb_writer=tb.experiment if tb else None,
             step=trainer.global_step,
         )
         if tb is not None:
-            tb.log_hyperparams(
-                _flat_hparams(cfg), {k: v for k, v in result.get("test", {}).items() if "/" not in k.split("/", 1)[1]}
-            )
+            headline = {k: v for k, v in result.get("test", {}).items() if "/" not in k.split("/", 1)[1]}
+            tb.log_hyperparams(flat_hparams(cfg), headline)
         write_json(out / "metrics.json", result)
+        write_json(out / "run.json", run_info)
         log.info("run folder: %s", out)
     return result
 
 
-def _run_info(cfg: DictConfig, out: Path) -> dict[str, Any]:
+def resume_checkpoint(out: Path, ckpt_path: str | None) -> str | None:
+    """``ckpt_path=last``: the run folder's last.ckpt (end of the last complete epoch: exact continuation), or
+    interrupted.ckpt when no epoch had completed; any other value is used as given."""
+    if ckpt_path != "last":
+        return ckpt_path
+    for name in ("last.ckpt", "interrupted.ckpt"):
+        if (out / "checkpoints" / name).is_file():
+            return str(out / "checkpoints" / name)
+    raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt or interrupted.ckpt in {out}")
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (callbacks, loggers); skip nulls."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def describe(cfg: DictConfig) -> dict[str, Any]:
     """What identifies a run in a sweep: the axes the comparison groups by, and the seeds."""
     return {
         "seed": cfg.seed,
@@ -133,49 +152,11 @@ def _run_info(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "sr_backend": cfg.sr.get("backend", "torch"),
         "model": cfg.model.net.name,
         "class_names": list(cfg.class_names),
-        "output_dir": str(out),
     }
 
 
-def _sr_report(datamodule, method: str, out: Path, tb: TensorBoardLogger | None, n_examples: int = 6) -> dict:
-    """PSNR/SSIM of the SR stage (and of bicubic) against the reference on the test split, its cost per image,
-    and a grid of example cells (PNG, TensorBoard, and the arrays for the sweep-level grid)."""
-    test = datamodule.datasets["test"]
-    rows = np.unique(test.rows)
-    references, restored = np.asarray(datamodule.references[rows]), np.asarray(test.images[rows])
-    pre = datamodule.preprocessor
-    bicubic = np.stack([upscale(im, pre.image_size, "bicubic") for im in pre.degrade(references)])
-    restorer = pre.restorer
-    report = {
-        "method": method,
-        "scale": pre.lr_scale,
-        **sr_quality(restored, references),
-        **{f"{k}_bicubic": v for k, v in sr_quality(bicubic, references).items()},
-        "ms_per_image": sr_cost_ms(pre, references),
-        "train": getattr(restorer, "train_stats", None),
-        "test_images": len(rows),
-    }
-    columns = example_columns(pre, references[:n_examples], restored[:n_examples], method)
-    np.savez_compressed(out / "sr_examples.npz", **{f"col{i}": v for i, v in enumerate(columns.values())},
-                        names=np.array(list(columns)))  # fmt: skip
-    fig = plot_examples(columns, title=f"sr={method}, x{pre.lr_scale}: test cells")
-    if tb is not None:
-        tb.experiment.add_figure("figures/sr_examples", fig, global_step=0, close=False)
-    save_figure(fig, out / "sr_examples.png")
-    log.info("sr=%s x%d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f, %.2f ms/image", method, pre.lr_scale,
-             report["psnr"], report["psnr_bicubic"], report["ssim"], report["ms_per_image"])  # fmt: skip
-    return report
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value.item() if hasattr(value, "item") else value)
-
-
-def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The config as flat scalar hyperparameters for TensorBoard's HPARAMS tab."""
-    container = OmegaConf.to_container(cfg, resolve=True)
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -187,5 +168,12 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
         else:
             flat[prefix] = str(node)
 
+    container = OmegaConf.to_container(cfg, resolve=True)
     walk("", {k: container[k] for k in ("seed", "data", "sr", "model", "trainer") if k in container})
     return flat
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value.item() if hasattr(value, "item") else value)

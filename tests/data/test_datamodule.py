@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from wbc.data.datamodule import WBCDataModule
+from wbc.data.datamodule import EpochSampler, ShardSampler, WBCDataModule
 from wbc.data.sources import FolderSource
 from wbc.data.synthetic import SyntheticSource
 from wbc.sr.stage import SuperResolver
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
-PBC_MAP = {"neutrophil": "Neutrophil", "lymphocyte": "Lymphocyte", "monocyte": "Monocyte",
-           "eosinophil": "Eosinophil/Basophil", "basophil": "Eosinophil/Basophil"}  # fmt: skip
+PBC_MAP = {
+    "neutrophil": "Neutrophil",
+    "lymphocyte": "Lymphocyte",
+    "monocyte": "Monocyte",
+    "eosinophil": "Eosinophil/Basophil",
+    "basophil": "Eosinophil/Basophil",
+}
 
 
 class CountingSource(SyntheticSource):
@@ -97,11 +102,19 @@ def test_augmentation_is_seeded(tmp_path):
 
 
 def test_weighted_sampler_balances_classes(tmp_path, pbc_root):
-    dm = make_dm(tmp_path, FolderSource(pbc_sample(tmp_path, pbc_root, per_class=(30, 6, 6, 6, 6)), CLASSES, PBC_MAP),
-                 sampler="weighted", batch_size=400)  # fmt: skip
+    dm = make_dm(
+        tmp_path,
+        FolderSource(pbc_sample(tmp_path, pbc_root, per_class=(30, 6, 6, 6, 6)), CLASSES, PBC_MAP),
+        sampler="weighted",
+        batch_size=400,
+    )
     dm.setup()
     loader = dm.train_dataloader()
-    labels = torch.cat([y for _ in range(20) for _, y, _ in loader])
+    labels = []
+    for epoch in range(20):
+        loader.sampler.set_epoch(epoch)
+        labels += [y for _, y, _ in loader]
+    labels = torch.cat(labels)
     counts = torch.bincount(labels, minlength=4).float() / len(labels)
     assert torch.all((counts > 0.18) & (counts < 0.32)), counts  # 30:6:6:12 without weighting
 
@@ -134,9 +147,11 @@ def test_pbc_sample_quirks_and_manifest(tmp_path, pbc_root):
     dm = make_dm(tmp_path, FolderSource(pbc_sample(tmp_path, pbc_root), CLASSES, PBC_MAP), split_seed=0)
     dm.setup()
     assert [Path(s.path).name for s, _ in dm.excluded] == ["EO_225902.jpg", "BNE_191112.jpg"] or sorted(
-        Path(s.path).name for s, _ in dm.excluded) == ["BNE_191112.jpg", "EO_225902.jpg"]  # fmt: skip
+        Path(s.path).name for s, _ in dm.excluded
+    ) == ["BNE_191112.jpg", "EO_225902.jpg"]
     assert [(Path(s.path).name, why.split(" (")[0]) for s, why in dm.unreadable] == [
-        (".DS_169665.jpg", "not a readable image")]  # fmt: skip
+        (".DS_169665.jpg", "not a readable image")
+    ]
     counts = Counter(s.label for s in dm.samples["train"])
     assert counts[3] == 2 * counts[1]  # eosinophil + basophil map to one class
     manifest = tmp_path / "manifest.csv"
@@ -177,3 +192,35 @@ def test_sr_outputs_are_computed_once_per_configuration(tmp_path, monkeypatch):
     assert sum(calls) == 80
     assert len(list((tmp_path / "cache").glob("sr-*.npy"))) == 2
     assert len(list((tmp_path / "cache" / "sr").glob("edsr-x4-*.pt"))) == 2
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch():
+    labels = np.arange(10) % 2
+    a, b = EpochSampler(labels, seed=1), EpochSampler(labels, seed=1)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert list(a) == list(b)
+    b.set_epoch(4)
+    assert list(a) != list(b)
+    assert sorted(i for i, _ in a) == list(range(10))  # a permutation, with one augmentation seed per draw
+    shards = [list(EpochSampler(labels, seed=1, num_replicas=3, rank=r)) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]  # padded to equal length so that ranks step together
+    assert {i for s in shards for i, _ in s} == set(range(10))
+
+
+def test_shard_sampler_covers_each_item_once():
+    shards = [list(ShardSampler(10, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(10))
+
+
+def test_augmentation_does_not_depend_on_workers(tmp_path):
+    jitter = {"rot": A.RandomRotate90(p=0.5), "flip": A.HorizontalFlip(p=0.5)}
+
+    def epoch(workers):
+        dm = make_dm(tmp_path, augment=jitter, seed=3, num_workers=workers)
+        dm.setup()
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(2)
+        return torch.cat([x for x, _, _ in loader])
+
+    assert torch.equal(epoch(0), epoch(2))

@@ -9,8 +9,13 @@ from tests.helpers import write_image
 from wbc.data.sources import ClassMapping, FolderSource, content_key
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
-PBC_MAP = {"neutrophil": "Neutrophil", "lymphocyte": "Lymphocyte", "monocyte": "Monocyte",
-           "eosinophil": "Eosinophil/Basophil", "basophil": "Eosinophil/Basophil"}  # fmt: skip
+PBC_MAP = {
+    "neutrophil": "Neutrophil",
+    "lymphocyte": "Lymphocyte",
+    "monocyte": "Monocyte",
+    "eosinophil": "Eosinophil/Basophil",
+    "basophil": "Eosinophil/Basophil",
+}
 
 
 def test_mapping_is_case_insensitive_and_many_to_one():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
+import random
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +16,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wbc.cache import cached_array, digest
 from wbc.data.decode import ImageReadError
@@ -28,7 +30,11 @@ PIPELINE_VERSION = 1  # bump when the deterministic pipeline's output changes fo
 
 
 class ArrayDataset(Dataset):
-    """Rows of a cached (N, S, S, 3) uint8 array; returns (CHW uint8 tensor, label, sample index)."""
+    """Rows of a cached (N, S, S, 3) uint8 array; returns (CHW uint8 tensor, label, sample index).
+
+    An index may come with an augmentation seed, ``(i, seed)``, from :class:`EpochSampler`: each augmented
+    image then depends only on (training seed, epoch, position), whatever the workers, ranks or resumes.
+    """
 
     def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, transform=None):
         self.images, self.rows, self.labels, self.transform = images, rows, labels, transform
@@ -36,21 +42,61 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        i, seed = item if isinstance(item, tuple) else (item, None)
         image = np.asarray(self.images[self.rows[i]])
         if self.transform is not None:
+            if seed is not None:
+                self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
             image = self.transform(image=image)["image"]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return tensor, int(self.labels[i]), i
 
 
-def _seed_worker_augmentation(worker_id: int) -> None:
-    # Forked workers inherit one albumentations generator state and would all draw the same augmentations;
-    # torch gives each worker a distinct seed per epoch that follows the global seed.
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None)
-    if transform is not None:
-        transform.set_random_seed(info.seed % 2**32)
+class EpochSampler(Sampler):
+    """Training order (shuffled, or class-balanced with replacement) and augmentation seeds as a function of
+    (seed, epoch) alone, sharded over DDP ranks: a resumed run continues exactly where an uninterrupted one
+    would be. Lightning calls :meth:`set_epoch` at the start of every epoch."""
+
+    def __init__(self, labels: np.ndarray, seed: int, weighted: bool = False, num_replicas: int = 1, rank: int = 0):
+        self.n, self.seed, self.num_replicas, self.rank = len(labels), seed, num_replicas, rank
+        self.weights = None
+        if weighted:
+            counts = np.bincount(labels).astype(float)
+            self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.num_replicas)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=g)
+        total = len(self) * self.num_replicas  # pad so that every rank runs the same number of steps
+        order, seeds = order.repeat(2)[:total], seeds.repeat(2)[:total]
+        mine = slice(self.rank, None, self.num_replicas)
+        yield from zip(order[mine].tolist(), seeds[mine].tolist(), strict=True)
+
+
+class ShardSampler(Sampler):
+    """Evaluation order: rank r gets items r, r + R, ...: every item exactly once over all ranks (no padding,
+    so metrics synchronised by torchmetrics count each test image once)."""
+
+    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0):
+        self.indices = list(range(rank, n, num_replicas))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 def build_augmentation(transforms: Mapping[str, Any] | Sequence[Any] | None, seed: int) -> A.Compose | None:
@@ -87,10 +133,13 @@ class WBCDataModule(L.LightningDataModule):
         restorer: Any = None,
         decode_threads: int = 2,
         root: str | os.PathLike | None = None,
+        size: int | None = None,
     ):
         super().__init__()
         self.source = source
-        self.root = root  # informational: folder sources read it through their own config
+        # informational: sources read these through their own config (data.root for folders, data.size for
+        # datasets published in several sizes such as data=bloodmnist)
+        self.root, self.size = root, size
         self.class_names: list[str] = list(source.class_names)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -234,22 +283,19 @@ class WBCDataModule(L.LightningDataModule):
     # -- loaders ----------------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = None
-        if train and self.sampler == "weighted":
-            counts = np.bincount(dataset.labels, minlength=len(self.class_names)).astype(float)
-            weights = 1.0 / np.maximum(counts[dataset.labels], 1)
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler = WeightedRandomSampler(weights.tolist(), len(dataset), replacement=True, generator=generator)
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if train:
+            sampler = EpochSampler(dataset.labels, self.seed, self.sampler == "weighted", replicas, rank)
+        else:
+            sampler = ShardSampler(len(dataset), replicas, rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=_seed_worker_augmentation if self.num_workers > 0 else None,
-            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -60,14 +60,17 @@ class WBCClassifier(L.LightningModule):
         self.test_outputs: dict[str, torch.Tensor] = {}
         self.test_confusion: torch.Tensor | None = None
         self.sr_state: dict[str, Any] | None = None  # SuperResolver.state(): saved with every checkpoint
+        self.history: list[dict[str, float]] = []  # one row of train/val metrics per epoch, kept in checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["wbc_format"] = CHECKPOINT_FORMAT
+        checkpoint["metric_history"] = self.history
         if self.sr_state is not None:
             checkpoint["sr_stage"] = self.sr_state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.sr_state = checkpoint.get("sr_stage", self.sr_state)
+        self.history = list(checkpoint.get("metric_history", []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of RGB images: uint8 in 0..255, or float in 0..1."""
@@ -112,6 +115,13 @@ class WBCClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch(self.train_metrics, "train")
+        # The epoch's train and val values are all logged now (validation ran inside the epoch); checkpoints
+        # saved after this hook hold the history up to this epoch, so a resumed run's history is complete.
+        row = {"epoch": self.current_epoch}
+        for name, value in sorted(self.trainer.callback_metrics.items()):
+            if name.startswith(("train/", "val/")) and name.count("/") == 1:
+                row[name] = float(value)
+        self.history = [h for h in self.history if h["epoch"] != row["epoch"]] + [row]
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics, "val")
@@ -119,14 +129,13 @@ class WBCClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_confusion = self.test_metrics.confusion_matrix().cpu()
         self._log_epoch(self.test_metrics, "test")
-        outputs = {k: torch.cat(v) for k, v in self._test_parts.items()}
-        if self.trainer.world_size > 1:  # every rank's predictions, minus the sampler's padding duplicates
-            outputs = {k: self.all_gather(v).flatten(0, 1) for k, v in outputs.items()}
-            order = torch.argsort(outputs["index"], stable=True)
-            index = outputs["index"][order]
-            first = torch.ones_like(index, dtype=torch.bool)
-            first[1:] = index[1:] != index[:-1]
-            outputs = {k: v[order[first]] for k, v in outputs.items()}
+        outputs = {k: torch.cat(v).cpu() for k, v in self._test_parts.items()}
+        if self.trainer.world_size > 1:  # every rank's share of the test set (shards differ in size)
+            shares: list[dict[str, torch.Tensor]] = [{} for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(shares, outputs)
+            outputs = {k: torch.cat([share[k] for share in shares]) for k in outputs}
+            order = torch.argsort(outputs["index"])
+            outputs = {k: v[order] for k, v in outputs.items()}
         self.test_outputs = {k: v.cpu() for k, v in outputs.items()}
 
     def configure_optimizers(self):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +15,9 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from wbc.data.pipeline import Preprocessor
 from wbc.data.resize import upscale
+from wbc.plots import save_figure
+
+log = logging.getLogger(__name__)
 
 
 def sr_quality(restored: np.ndarray, references: np.ndarray, batch_size: int = 256) -> dict[str, float]:
@@ -35,8 +41,9 @@ def sr_cost_ms(preprocessor: Preprocessor, references: np.ndarray, max_images: i
     return 1000 * (time.perf_counter() - start) / max(1, len(lr))
 
 
-def example_columns(preprocessor: Preprocessor, references: np.ndarray, restored: np.ndarray,
-                    method: str) -> dict[str, np.ndarray]:  # fmt: skip
+def example_columns(
+    preprocessor: Preprocessor, references: np.ndarray, restored: np.ndarray, method: str
+) -> dict[str, np.ndarray]:
     """LR (nearest-neighbour enlarged, to show its pixels) | bicubic | this method | reference, per cell."""
     size = preprocessor.image_size
     lr = preprocessor.degrade(np.asarray(references))
@@ -68,3 +75,42 @@ def plot_examples(columns: Mapping[str, np.ndarray], title: str | None = None) -
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def report_sr(datamodule, method: str, out: Path, tb=None, n_examples: int = 6) -> tuple[dict, dict]:
+    """PSNR/SSIM of the SR stage (and of bicubic) against the reference on the test split, and a grid of example
+    cells (PNG, TensorBoard, and the arrays for the sweep-level grid). Returns (deterministic metrics, timings)."""
+    test = datamodule.datasets["test"]
+    rows = np.unique(test.rows)
+    references, restored = np.asarray(datamodule.references[rows]), np.asarray(test.images[rows])
+    pre = datamodule.preprocessor
+    bicubic = np.stack([upscale(im, pre.image_size, "bicubic") for im in pre.degrade(references)])
+    train_stats = dict(getattr(pre.restorer, "train_stats", None) or {})
+    metrics: dict[str, Any] = {
+        "method": method,
+        "scale": pre.lr_scale,
+        **sr_quality(restored, references),
+        **{f"{k}_bicubic": v for k, v in sr_quality(bicubic, references).items()},
+        "test_images": len(rows),
+        "train": {k: v for k, v in train_stats.items() if k != "seconds"} or None,
+    }
+    timing = {"sr_ms_per_image": sr_cost_ms(pre, references), "sr_train_seconds": train_stats.get("seconds")}
+    columns = example_columns(pre, references[:n_examples], restored[:n_examples], method)
+    np.savez_compressed(
+        out / "sr_examples.npz", **{f"col{i}": v for i, v in enumerate(columns.values())}, names=np.array(list(columns))
+    )
+    fig = plot_examples(columns, title=f"sr={method}, x{pre.lr_scale}: test cells")
+    if tb is not None:
+        tb.experiment.add_figure("figures/sr_examples", fig, global_step=0, close=False)
+        tb.log_metrics({f"sr/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
+    save_figure(fig, out / "sr_examples.png")
+    log.info(
+        "sr=%s x%d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f, %.2f ms/image",
+        method,
+        pre.lr_scale,
+        metrics["psnr"],
+        metrics["psnr_bicubic"],
+        metrics["ssim"],
+        timing["sr_ms_per_image"],
+    )
+    return metrics, timing

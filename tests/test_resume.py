@@ -1,0 +1,163 @@
+"""Reproducibility, interruption and resume, provenance, run folders, concurrent caches, DDP, joblib sweeps."""
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.helpers import REPO_ROOT, TINY, compose_config
+from wbc.cache import cached_array
+from wbc.provenance import git_state
+from wbc.resume import find_previous_run, resume_arguments
+
+DETERMINISTIC = [*TINY, "trainer.max_epochs=3", "trainer.deterministic=true", "logger=none"]
+
+
+def train(tmp_path, run_dir, *overrides, check=True):
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", *overrides]
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_runs_give_identical_metrics(tmp_path):
+    train(tmp_path, tmp_path / "a", *DETERMINISTIC)
+    train(tmp_path, tmp_path / "b", *DETERMINISTIC)
+    a, b = (tmp_path / "a/metrics.json").read_text(), (tmp_path / "b/metrics.json").read_text()
+    assert a == b
+    assert json.loads(a)["epochs"] == 3
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, sig):
+    train(tmp_path, tmp_path / "straight", *DETERMINISTIC)
+    stop = ["+callbacks.stop._target_=tests.helpers.SignalAt", "+callbacks.stop.epoch=1",
+            "+callbacks.stop.batch=1", f"+callbacks.stop.signal={sig}"]  # fmt: skip
+    interrupted = train(tmp_path, tmp_path / "cut", *DETERMINISTIC, *stop, check=False)
+    assert not (tmp_path / "cut/metrics.json").exists(), interrupted.stderr[-2000:]
+    assert (tmp_path / "cut/checkpoints/interrupted.ckpt").is_file()
+    assert (tmp_path / "cut/checkpoints/last.ckpt").is_file()  # the end of epoch 0
+    train(tmp_path, None, f"resume={tmp_path / 'cut'}")
+    resumed = json.loads((tmp_path / "cut/metrics.json").read_text())
+    straight = json.loads((tmp_path / "straight/metrics.json").read_text())
+    assert resumed == straight
+    assert json.loads((tmp_path / "cut/run.json").read_text())["resumed_from"].endswith("last.ckpt")
+
+
+def test_ckpt_path_last_finds_the_latest_run_of_the_same_configuration(tmp_path):
+    def make_run(name, overrides, ckpt=True, age=0.0):
+        folder = tmp_path / "2026-01-01" / name
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra/overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        if ckpt:
+            (folder / "checkpoints").mkdir()
+            (folder / "checkpoints/last.ckpt").write_bytes(b"x")
+        os.utime(folder, (time.time() - age, time.time() - age))
+        return folder
+
+    old = make_run("old", ["seed=1", "sr=edsr"], age=100)
+    new = make_run("new", ["sr=edsr", "seed=1"], age=10)
+    make_run("newest_no_ckpt", ["seed=1", "sr=edsr"], ckpt=False)
+    make_run("other", ["seed=2", "sr=edsr"])
+    assert find_previous_run(["seed=1", "sr=edsr", "ckpt_path=last"], tmp_path) == new
+    args = resume_arguments(["sr=edsr", "seed=1", "ckpt_path=last"], tmp_path)
+    assert args[-1] == f"hydra.run.dir={new}"
+    with pytest.raises(SystemExit, match="no earlier run"):
+        resume_arguments(["seed=3", "ckpt_path=last"], tmp_path)
+    resumed = resume_arguments([f"resume={old}", "trainer.max_epochs=9"], tmp_path)
+    assert set(resumed) >= {"seed=1", "sr=edsr", "trainer.max_epochs=9", "ckpt_path=last", f"hydra.run.dir={old}"}
+    assert resume_arguments(["-m", "seed=1,2"], tmp_path) == ["-m", "seed=1,2"]
+
+
+def test_run_records_provenance(tmp_path):
+    train(tmp_path, tmp_path / "r", *TINY, "logger=none", "trainer.max_epochs=1")
+    info = json.loads((tmp_path / "r/run.json").read_text())
+    assert len(info["git"]["commit"]) == 40 or info["git"]["commit"] == "not a git checkout"
+    assert {"torch", "lightning", "torchmetrics", "hydra-core", "albumentations"} <= set(info["versions"])
+    assert info["epoch_seconds"] and info["fit_seconds"] > 0
+    assert (tmp_path / "r/config.yaml").read_text().count("image_size: 32") >= 1
+    assert git_state(tmp_path) == {"commit": "not a git checkout"}
+
+
+def test_runs_started_together_get_different_folders():
+    cmd = [sys.executable, "train.py", "--cfg", "hydra", "--resolve", "-p", "hydra.run.dir"]
+    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(d.startswith("outputs/runs/") for d in dirs) and dirs[0] != dirs[1]
+
+
+def _fill_cache(path, marker_dir, index, crash):
+    def compute():
+        (marker_dir / f"computed-{index}").touch()
+        if crash:
+            os.kill(os.getpid(), signal.SIGKILL)  # dies mid-computation, holding the lock
+        time.sleep(0.5)
+        return np.full((50, 8, 8, 3), 7, np.uint8), {"keys": ["a"]}
+
+    array, meta = cached_array(path, compute)
+    assert array.shape == (50, 8, 8, 3) and int(array[0, 0, 0, 0]) == 7 and meta == {"keys": ["a"]}
+
+
+def test_concurrent_and_crashed_cache_writers(tmp_path):
+    ctx = mp.get_context("fork")
+    crasher = ctx.Process(target=_fill_cache, args=(tmp_path / "c.npy", tmp_path, 0, True))
+    crasher.start()
+    crasher.join(60)
+    assert crasher.exitcode == -signal.SIGKILL
+    assert not (tmp_path / "c.npy").exists()  # nothing half-written is left behind
+    writers = [ctx.Process(target=_fill_cache, args=(tmp_path / "c.npy", tmp_path, i, False)) for i in (1, 2)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert len(list(tmp_path.glob("computed-*"))) == 2  # the crashed one and exactly one of the two writers
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ddp_on_two_cpu_processes_gives_correct_metrics(tmp_path):
+    run = tmp_path / "ddp"
+    train(tmp_path, run, *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none",
+          "data.source.n_per_class=25")  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    # the same checkpoint evaluated in one process on the same test split
+    cfg = compose_config([*TINY, "data.source.n_per_class=25"], tmp_path)
+    from wbc.models.module import WBCClassifier
+
+    datamodule = instantiate(cfg.data, restorer=instantiate(cfg.sr), seed=0)
+    datamodule.setup()
+    best = torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
+    model = WBCClassifier(**best["hyper_parameters"])
+    model.load_state_dict(best["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        for x, y, _ in datamodule.test_dataloader():
+            model.test_metrics.update(model(x).softmax(1), y)
+    single = model.test_metrics.compute()
+    assert metrics["data"]["test"] == 16  # round(25 x 0.15) = 4 per class; 8 per rank, each image once
+    for name in ("accuracy", "f1_macro", "specificity/Monocyte", "auroc_macro"):
+        assert metrics["test"][f"test/{name}"] == pytest.approx(single[name], abs=1e-6), name
+    assert torch.equal(torch.tensor(metrics["test_confusion_matrix"]), model.test_metrics.confusion_matrix())
+
+
+def test_joblib_launcher_runs_a_parallel_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1",
+           *TINY, "trainer.max_epochs=1", "logger=none", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seeds = sorted(json.loads((sweep / str(i) / "metrics.json").read_text())["run"]["seed"] for i in (0, 1))
+    assert seeds == [0, 1] and (sweep / "comparison.md").is_file()
