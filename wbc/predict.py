@@ -127,7 +127,7 @@ def _load(path: Path, preprocessor: Preprocessor, max_pixels: int | None) -> np.
     if not is_image_file(path):
         return f"not an image file type ({path.suffix or 'no extension'}); skipped"
     try:
-        return preprocessor.reference(read_image(path, max_pixels=max_pixels))
+        return preprocessor.reference(read_image(path, max_pixels=max_pixels, min_size=preprocessor.image_size))
     except ImageReadError as err:
         return err.problem
     except Exception as err:  # one bad file never stops a folder

@@ -31,9 +31,9 @@ class CountingSource(SyntheticSource):
 
     loads = 0
 
-    def load(self, sample):
+    def load(self, sample, min_size=None):
         CountingSource.loads += 1
-        return super().load(sample)
+        return super().load(sample, min_size)
 
 
 def make_dm(tmp_path, source=None, **kw) -> WBCDataModule:

@@ -299,3 +299,15 @@ def test_decompression_bomb_header_is_refused_before_decoding(tmp_path: Path, si
 def test_error_pickles() -> None:
     err = pickle.loads(pickle.dumps(ImageReadError("a/b.png", "no such file")))
     assert (err.path, err.problem, str(err)) == ("a/b.png", "no such file", "a/b.png: no such file")
+
+
+def test_min_size_decodes_a_jpeg_at_reduced_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 256, (360, 363, 3), dtype=np.uint8)).save(path)
+    assert read_image(path).shape == (360, 363, 3)
+    assert read_image(path, min_size=64).shape == (90, 91, 3)  # 1/4 scale: both sides still >= 64
+    assert read_image(path, min_size=128).shape == (180, 182, 3)
+    png = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 256, (360, 363, 3), dtype=np.uint8)).save(png)
+    assert read_image(png, min_size=64).shape == (360, 363, 3)  # only JPEG has a reduced-scale decode

@@ -167,7 +167,7 @@ class BloodMNISTSource:
             raise ValueError(f"{self.path}: no images of the classes {self.class_names} (check data.source.label_map)")
         return samples
 
-    def load(self, sample: Sample) -> np.ndarray:
+    def load(self, sample: Sample, min_size: int | None = None) -> np.ndarray:
         """The image of a sample as a C-contiguous H x W x 3 uint8 RGB copy."""
         file, _, ref = sample.path.rpartition("#")
         split, _, index = ref.partition("/")

@@ -26,7 +26,7 @@ from wbc.data.split import SPLITS, assign_splits
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 1  # bump when the deterministic pipeline's output changes for the same inputs
+PIPELINE_VERSION = 2  # bump when the deterministic pipeline's output changes for the same inputs
 
 
 class ArrayDataset(Dataset):
@@ -185,12 +185,16 @@ class WBCDataModule(L.LightningDataModule):
             self.samples[split] = kept
         if self.unreadable:
             log.warning(
-                "%d file(s) could not be read as images and are skipped: %s",
+                "%d file(s) could not be read as images and are skipped (listed in split_manifest.csv)",
                 len(self.unreadable),
-                "; ".join(f"{s.path}: {why}" for s, why in self.unreadable),
             )
+            for s, why in self.unreadable[:20]:
+                log.warning("  %s: %s", s.path, why)
         if not self.samples["train"]:
-            raise ValueError("the training split is empty: check data.root and the class mapping")
+            raise ValueError(
+                f"the training split is empty ({len(self.unreadable)} unreadable files): check data.root, "
+                "the class mapping and the files"
+            )
 
         self._prepare_restorer(references, [row[s.key] for s in self.samples["train"]])
         images = self._restored(references, keys)
@@ -220,7 +224,7 @@ class WBCDataModule(L.LightningDataModule):
 
             def work(i: int) -> None:
                 try:
-                    out[i] = self.preprocessor.reference(self.source.load(samples[i]))
+                    out[i] = self.preprocessor.reference(self.source.load(samples[i], min_size=size))
                 except ImageReadError as err:
                     failed[keys[i]] = err.problem
                 except Exception as err:  # one bad image never stops a run

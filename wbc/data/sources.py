@@ -147,8 +147,9 @@ class FolderSource:
             )
         return samples
 
-    def load(self, sample: Sample) -> np.ndarray:
-        return read_image(sample.path, max_pixels=self.max_pixels)
+    def load(self, sample: Sample, min_size: int | None = None) -> np.ndarray:
+        """The decoded image; ``min_size``: the caller shrinks it to that size (allows a faster JPEG decode)."""
+        return read_image(sample.path, max_pixels=self.max_pixels, min_size=min_size)
 
     def cache_token(self) -> str:
         # Content keys identify the images already; the token only separates sources by kind.

@@ -375,7 +375,8 @@ class SyntheticSource:
             for i in range(self.n_per_class * n)
         ]
 
-    def load(self, sample: Sample) -> np.ndarray:
+    def load(self, sample: Sample, min_size: int | None = None) -> np.ndarray:
+        # min_size: the decode-size hint of file sources; images here are drawn at native_size
         prefix = f"synthetic://{self.seed}/"
         if not sample.path.startswith(prefix):
             raise ValueError(f"{sample.path!r} is not an image of this source ({prefix}...)")
