@@ -33,16 +33,12 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 OUT = REPO / "outputs" / "benchmarks"
-PBC_MAP = {
-    "neutrophil": "Neutrophil",
-    "lymphocyte": "Lymphocyte",
-    "monocyte": "Monocyte",
-    "eosinophil": "Eosinophil/Basophil",
-    "basophil": "Eosinophil/Basophil",
-}
-CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
+CONF = OmegaConf.load(REPO / "conf" / "data" / "pbc.yaml")
+PBC_MAP = dict(CONF.source.class_map)
+CLASSES = list(OmegaConf.load(REPO / "conf" / "train.yaml").class_names)
 
 
 def machine() -> dict:

@@ -7,17 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from wbc.data.synthetic import SyntheticSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+# The four classes and PBC's folder mapping, read from the config files that define them.
+CLASSES: list[str] = list(OmegaConf.load(CONF_DIR / "train.yaml").class_names)
+PBC_MAP: dict[str, str] = dict(OmegaConf.load(CONF_DIR / "data" / "pbc.yaml").source.class_map)
 
 # Overrides that make a run take seconds on one CPU thread.
 TINY = [
@@ -43,6 +47,15 @@ def compose_config(overrides: list[str], tmp_path: Path, config_name: str = "tra
         cfg.paths.cache_dir = str(tmp_path / "cache")
         del cfg.hydra
     return cfg
+
+
+def smooth_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Blurred noise stretched to 0..255, uint8 NHWC: smooth but not trivially flat, like upsampled microscopy."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((n, size, size, 3)).astype(np.float32)
+    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), 2.0) for im in noise])
+    blurred = (blurred - blurred.min()) / (blurred.max() - blurred.min())
+    return (blurred * 255).round().astype(np.uint8)
 
 
 def write_image(path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 44), mode: str = "RGB") -> Path:

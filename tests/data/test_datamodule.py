@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import CLASSES, PBC_MAP
 from wbc.data.datamodule import EpochSampler, ShardSampler, WBCDataModule
 from wbc.data.sources import FolderSource
 from wbc.data.synthetic import SyntheticSource
 from wbc.sr.stage import SuperResolver
-
-CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
-PBC_MAP = {
-    "neutrophil": "Neutrophil",
-    "lymphocyte": "Lymphocyte",
-    "monocyte": "Monocyte",
-    "eosinophil": "Eosinophil/Basophil",
-    "basophil": "Eosinophil/Basophil",
-}
 
 
 class CountingSource(SyntheticSource):

@@ -5,17 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import write_image
+from tests.helpers import CLASSES, PBC_MAP, write_image
 from wbc.data.sources import ClassMapping, FolderSource, content_key
-
-CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
-PBC_MAP = {
-    "neutrophil": "Neutrophil",
-    "lymphocyte": "Lymphocyte",
-    "monocyte": "Monocyte",
-    "eosinophil": "Eosinophil/Basophil",
-    "basophil": "Eosinophil/Basophil",
-}
 
 
 def test_mapping_is_case_insensitive_and_many_to_one():

@@ -6,15 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.helpers import smooth_batch
 from wbc.sr.opencv_backend import OpenCVSuperResolver, check_dnn_superres
-
-
-def _smooth_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    noise = rng.random((n, size, size, 3)).astype(np.float32)
-    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), 2.0) for im in noise])
-    blurred = (blurred - blurred.min()) / (blurred.max() - blurred.min())
-    return (blurred * 255).round().astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +34,20 @@ def test_check_dnn_superres_missing_factory(monkeypatch):
 
 
 def test_upscale_batch(espcn_x4):
-    batch = _smooth_batch(2, 16)
+    batch = smooth_batch(2, 16)
     out = espcn_x4(batch)
     assert out.shape == (2, 64, 64, 3) and out.dtype == np.uint8
 
 
 def test_upscale_single_image(espcn_x4):
-    image = _smooth_batch(1, 16)[0]
+    image = smooth_batch(1, 16)[0]
     out = espcn_x4(image)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, espcn_x4(image[None])[0])
 
 
 def test_close_to_bicubic_on_smooth_image(espcn_x4):
-    image = _smooth_batch(1, 16, seed=1)[0]
+    image = smooth_batch(1, 16, seed=1)[0]
     bicubic = cv2.resize(image, (64, 64), interpolation=cv2.INTER_CUBIC)
     diff = np.abs(espcn_x4(image).astype(np.int16) - bicubic.astype(np.int16)).mean()
     assert diff < 10
@@ -90,7 +83,7 @@ def test_rejects_float_images(espcn_x4):
 
 
 def test_pickle_round_trip(espcn_x4):
-    batch = _smooth_batch(2, 16)
+    batch = smooth_batch(2, 16)
     expected = espcn_x4(batch)
     clone = pickle.loads(pickle.dumps(espcn_x4))
     assert clone.scale == 4 and clone.name == "espcn"
@@ -100,4 +93,4 @@ def test_pickle_round_trip(espcn_x4):
 @pytest.mark.parametrize("scale", [2, 3])
 def test_other_scales(sr_models_dir, scale):
     sr = OpenCVSuperResolver(sr_models_dir / f"ESPCN_x{scale}.pb", scale=scale)
-    assert sr(_smooth_batch(1, 12)).shape == (1, 12 * scale, 12 * scale, 3)
+    assert sr(smooth_batch(1, 12)).shape == (1, 12 * scale, 12 * scale, 3)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import wbc.sr.stage as stage
+from tests.helpers import smooth_batch
 from wbc.data.pipeline import Preprocessor
 from wbc.sr.stage import SuperResolver
 
@@ -15,9 +16,7 @@ TINY_TRAIN = {"steps": 5, "batch_size": 4, "patch_size": 16}
 
 
 def smooth_images(n=8, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 256, (n, size // 4, size // 4, 3), dtype=np.uint8)
-    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in noise])
+    return smooth_batch(n, size, seed)
 
 
 def test_plain_methods_are_cv2_resizes():

@@ -1,10 +1,10 @@
 """In-domain SR training: aligned patch pairs, loss and PSNR improve, determinism, and batch inference."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import smooth_batch
 from wbc.data.resize import reduce
 from wbc.sr.models import EDSR, ESPCN
 from wbc.sr.training import (
@@ -17,18 +17,9 @@ from wbc.sr.training import (
 )
 
 
-def _smooth_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """Blurred noise stretched to 0..255: smooth but not trivially flat, like upsampled microscopy."""
-    rng = np.random.default_rng(seed)
-    noise = rng.random((n, size, size, 3)).astype(np.float32)
-    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), 2.0) for im in noise])
-    blurred = (blurred - blurred.min()) / (blurred.max() - blurred.min())
-    return (blurred * 255).round().astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def hr_images() -> np.ndarray:
-    return _smooth_batch(32, 48)
+    return smooth_batch(32, 48)
 
 
 def _tiny(arch: str, scale: int = 2) -> torch.nn.Module:
@@ -100,14 +91,14 @@ def test_different_seed_differs(hr_images):
 
 
 def test_patch_larger_than_image_uses_whole_image():
-    hr = _smooth_batch(4, 12)
+    hr = smooth_batch(4, 12)
     model = _tiny("espcn", scale=3)
     stats = train_sr(model, hr, 3, SRTrainConfig(steps=3, batch_size=2, patch_size=48))
     assert stats["steps"] == 3
 
 
 def test_non_multiple_images_are_cropped():
-    hr = _smooth_batch(4, 25)  # 25 is not a multiple of 2: cropped to 24 for training
+    hr = smooth_batch(4, 25)  # 25 is not a multiple of 2: cropped to 24 for training
     stats = train_sr(_tiny("espcn"), hr, 2, SRTrainConfig(steps=2, batch_size=2, patch_size=12))
     assert stats["steps"] == 2
 
