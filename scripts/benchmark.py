@@ -297,9 +297,11 @@ def part_sr(args) -> dict:
     }
 
 
-def run_sweep(args, name: str, overrides: list[str]) -> float:
+def run_sweep(args, name: str, overrides: list[str], cache: Path | None = None) -> float:
     sweep = OUT / "sweeps" / name
-    env = {**os.environ, "WBC_CACHE_DIR": str(OUT / "sweeps" / f"{name}-cache")}
+    env = {**os.environ, "WBC_CACHE_DIR": str(cache or args.cache)}
+    if args.jobs > 1:  # parallel jobs of one thread each share the cores better than one job of several
+        env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
@@ -310,7 +312,8 @@ def part_sweep(args) -> dict:
     """A 4-method x 3-seed sweep against 12 runs of sr=none, each with a fresh cache."""
     import shutil
 
-    shutil.rmtree(OUT / "sweeps", ignore_errors=True)
+    for name in ("study", "plain", "study-cache", "plain-cache"):
+        shutil.rmtree(OUT / "sweeps" / name, ignore_errors=True)
     common = [
         "data=pbc",
         f"data.root={args.pbc}",
@@ -320,8 +323,13 @@ def part_sweep(args) -> dict:
         f"trainer.max_epochs={args.sweep_epochs}",
         f"trainer.precision={args.precision}",
     ]
-    study = run_sweep(args, "study", [*common, f"sr=none,bicubic,espcn,{args.edsr}", "seed=0,1,2"])
-    plain = run_sweep(args, "plain", [*common, "sr=none", "seed=0,1,2,3,4,5,6,7,8,9,10,11"])
+    # fresh caches: the sweep pays for SR training and SR inference once per method, the plain runs for decoding
+    study = run_sweep(
+        args, "study", [*common, f"sr=none,bicubic,espcn,{args.edsr}", "seed=0,1,2"], OUT / "sweeps" / "study-cache"
+    )
+    plain = run_sweep(
+        args, "plain", [*common, "sr=none", "seed=0,1,2,3,4,5,6,7,8,9,10,11"], OUT / "sweeps" / "plain-cache"
+    )
     print(
         f"sweep: 4 methods x 3 seeds {study:.0f} s, 12 x sr=none {plain:.0f} s, ratio {study / plain:.2f}", flush=True
     )
@@ -410,21 +418,25 @@ def part_accuracy(args) -> dict:
         "seed=0,1,2",
         *args.accuracy_overrides,
     ]
+    # cnn at S=128 is the f=1 reference of the SR study: it runs there, not twice
     sweeps = {
-        "models": [*common, "model=cnn,resnet18", "data.image_size=64,128", f"trainer.max_epochs={args.epochs}"],
-        "sr_study": [
+        "models64": [*common, "model=cnn,resnet18", "data.image_size=64", f"trainer.max_epochs={args.epochs_64}"],
+        "models128": [*common, "model=resnet18", "data.image_size=128", f"trainer.max_epochs={args.epochs_128}"],
+        "sr_study128": [
             *common,
             "model=cnn",
             "data.image_size=128",
-            "data.lr_scale=4",
+            "data.lr_scale=1,4",
             f"sr=none,bicubic,espcn,{args.edsr}",
-            f"trainer.max_epochs={args.epochs}",
+            f"trainer.max_epochs={args.epochs_128}",
         ],
     }
     result = {}
     for name, overrides in sweeps.items():
         if args.accuracy_only and name not in args.accuracy_only:
             continue
+        if args.jobs > 1:
+            overrides = [*overrides, "hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]
         seconds = run_sweep(args, f"accuracy-{name}", overrides)
         table = compare(OUT / "sweeps" / f"accuracy-{name}")
         result[name] = {"seconds": seconds, "overrides": overrides, "table": table}
@@ -474,7 +486,7 @@ def main() -> None:
     parser.add_argument("--parts", default="data,step,memory,sr,predict", help=f"comma-separated: {','.join(PARTS)}")
     parser.add_argument("--pbc", type=Path, default=REPO.parent / "shared" / "data" / "pbc")
     parser.add_argument("--sr-models", type=Path, default=REPO.parent / "shared" / "sr_models")
-    parser.add_argument("--cache", type=Path, default=OUT / "cache")
+    parser.add_argument("--cache", type=Path, default=REPO / "outputs" / "cache", help="shared with train.py runs")
     parser.add_argument("--batches", type=int, default=40, help="training batches timed per epoch")
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2])
     parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
@@ -482,8 +494,12 @@ def main() -> None:
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument("--sr-size", type=int, default=128)
     parser.add_argument("--sweep-epochs", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=15, help="max epochs of the accuracy runs")
-    parser.add_argument("--accuracy-only", type=lambda s: s.split(","), default=None, help="models,sr_study")
+    parser.add_argument("--epochs-64", type=int, default=12, help="max epochs of the accuracy runs at S=64")
+    parser.add_argument("--epochs-128", type=int, default=8, help="max epochs of the accuracy runs at S=128")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel jobs of the accuracy sweeps (joblib)")
+    parser.add_argument(
+        "--accuracy-only", type=lambda s: s.split(","), default=None, help="models64,models128,sr_study128"
+    )
     parser.add_argument("--accuracy-overrides", type=lambda s: s.split(), default=[], help="extra train.py overrides")
     parser.add_argument("--edsr", default="edsr_small", help="the sr option used for EDSR (edsr: the baseline)")
     args = parser.parse_args()
