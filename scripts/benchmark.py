@@ -431,7 +431,8 @@ def part_accuracy(args) -> dict:
             f"trainer.max_epochs={args.epochs_128}",
         ],
     }
-    result = {}
+    previous = OUT / "accuracy.json"  # sweeps run one at a time add to what earlier ones wrote
+    result = {k: v for k, v in json.loads(previous.read_text()).items() if k in sweeps} if previous.exists() else {}
     for name, overrides in sweeps.items():
         if args.accuracy_only and name not in args.accuracy_only:
             continue
