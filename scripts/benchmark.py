@@ -119,6 +119,17 @@ def lightning_epoch(args, dm, model_name: str, batches: int, precision: str) -> 
     return batches * dm.batch_size / timer.seconds[-1]
 
 
+def loader_speed(loader, batches: int) -> float:
+    """Images per second of iterating a DataLoader (second pass), without a model."""
+    for _pass in range(2):
+        n, start = 0, time.perf_counter()
+        for i, (x, *_rest) in enumerate(loader):
+            if i == batches:
+                break
+            n += len(x)
+    return n / (time.perf_counter() - start)
+
+
 def part_data(args) -> dict:
     """Our pipeline vs ImageFolder + transforms + DataLoader, same model, batch size and number of batches."""
     from torchvision import datasets
@@ -166,10 +177,18 @@ def part_data(args) -> dict:
                 optimizer.step()
                 n += len(y)
             speeds.append(n / (time.perf_counter() - start))
+        # the loaders alone (no model): what each pipeline costs per image, apart from the model step
+        dm = datamodule(args, size, batch_size=batch, num_workers=workers)
+        dm.setup()
+        ours_loader = loader_speed(dm.train_dataloader(), batches)
+        plain_loader = loader_speed(loader, batches)
         result[f"workers={workers}"] = {
             "ours_images_per_s": ours,
             "imagefolder_images_per_s": speeds[-1],
             "ratio": ours / speeds[-1],
+            "ours_loader_only_images_per_s": ours_loader,
+            "imagefolder_loader_only_images_per_s": plain_loader,
+            "loader_only_ratio": ours_loader / plain_loader,
         }
         print(
             f"data, {workers} workers: ours {ours:.0f} img/s, ImageFolder {speeds[-1]:.0f} img/s, "
@@ -196,18 +215,32 @@ def part_step(args) -> dict:
         for workers in args.workers:
             for augment in (True, False):
                 dm = datamodule(args, size, batch_size=64, num_workers=workers, augment=augment)
-                ours = lightning_epoch(args, dm, model_name, args.batches, args.precision)
                 torch.manual_seed(0)
                 mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
                 batches = [
                     ((torch.rand(64, 3, size, size) - mean) / std, torch.randint(0, 4, (64,)))
                     for _ in range(args.batches + 2)
                 ]
-                bare = bare_steps(create_model(model_name, 4), batches, args.precision)
+                ours, bare = [], []
+                for _repeat in range(args.repeats):  # interleaved, best of each: the machine's noise hits both
+                    ours.append(lightning_epoch(args, dm, model_name, args.batches, args.precision))
+                    bare.append(bare_steps(create_model(model_name, 4), batches, args.precision))
                 key = f"{model_name}@{size}, workers={workers}, augment={augment}"
-                result[key] = {"ours_images_per_s": ours, "bare_images_per_s": bare, "ratio": ours / bare}
-                print(f"step {key}: ours {ours:.0f} img/s, bare {bare:.0f} img/s, ratio {ours / bare:.2f}", flush=True)
-    return {"batch_size": 64, "precision": args.precision, "goal": ">= 0.85", "results": result}
+                result[key] = {
+                    "ours_images_per_s": max(ours),
+                    "bare_images_per_s": max(bare),
+                    "ratio": max(ours) / max(bare),
+                }
+                print(
+                    f"step {key}: ours {ours} img/s, bare {bare} img/s, ratio {max(ours) / max(bare):.2f}", flush=True
+                )
+    return {
+        "batch_size": 64,
+        "precision": args.precision,
+        "repeats": args.repeats,
+        "goal": ">= 0.85",
+        "results": result,
+    }
 
 
 def part_memory(args) -> dict:
@@ -489,6 +522,7 @@ def main() -> None:
     parser.add_argument("--sr-models", type=Path, default=REPO.parent / "shared" / "sr_models")
     parser.add_argument("--cache", type=Path, default=REPO / "outputs" / "cache", help="shared with train.py runs")
     parser.add_argument("--batches", type=int, default=40, help="training batches timed per epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of the step part (best is kept)")
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2])
     parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     parser.add_argument("--predict-images", type=int, default=1000)
