@@ -541,7 +541,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for part in args.parts.split(","):
         started = time.perf_counter()
-        data = PARTS[part](args)
+        try:
+            data = PARTS[part](args)
+        except subprocess.CalledProcessError as err:  # a failed part is reported, the others still run
+            print(f"part {part} failed: {err}\n{(err.stderr or b'')[-3000:].decode(errors='replace')}", flush=True)
+            continue
         data["machine"] = machine()
         data["wall_seconds"] = time.perf_counter() - started
         (OUT / f"{part}.json").write_text(json.dumps(data, indent=2))
