@@ -97,3 +97,17 @@ def test_readme_folder_command_composes(tmp_path):
     override = line.strip("'")
     cfg = compose_config(["data=folder", f"data.root={tmp_path}", override], tmp_path)
     assert cfg.data.source.class_map["baso"] == "Eosinophil/Basophil"
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+def test_launcher_options_compose(launcher):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    target = cfg.hydra.launcher._target_
+    assert target.endswith({"joblib": "JoblibLauncher", "slurm": "SlurmLauncher"}[launcher])
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.timeout_min == 240 and cfg.hydra.launcher.gpus_per_node == 1
