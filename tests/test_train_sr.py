@@ -32,9 +32,9 @@ def test_train_sr_script_stores_weights_that_runs_reuse(tmp_path):
     assert json.loads((tmp_path / "second/sr_metrics.json").read_text())["test"] == report["test"]
 
 
-def test_train_sr_needs_a_trainable_method():
+def test_train_sr_needs_a_trainable_method(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "scripts/train_sr.py", "sr=bicubic", "data.lr_scale=2"],
+        [sys.executable, "scripts/train_sr.py", "sr=bicubic", "data.lr_scale=2", f"hydra.run.dir={tmp_path}"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
