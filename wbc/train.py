@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wbc.artefacts import save_figures, write_json, write_predictions
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
+from wbc.metrics import reported
 from wbc.provenance import provenance
 from wbc.sr.report import report_sr
 
@@ -97,7 +98,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if cfg.get("test", True) and datamodule.samples["test"]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
-        result["test"] = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
+        test = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
+        result["test"] = reported(test)
         result["test_confusion_matrix"] = model.test_confusion.tolist()
         if trainer.is_global_zero:
             paths = [s.path for s in datamodule.samples["test"]]

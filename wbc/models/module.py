@@ -110,7 +110,8 @@ class WBCClassifier(L.LightningModule):
         self._test_parts: dict[str, list[torch.Tensor]] = {}
 
     def _log_epoch(self, metrics: ClassificationMetrics, stage: str) -> None:
-        self.log_dict(prefixed(metrics.compute(), stage), prog_bar=False)
+        # Lightning logs floats; the *_n_classes counts come back as whole numbers (metrics.json writes ints).
+        self.log_dict({k: float(v) for k, v in prefixed(metrics.compute(), stage).items()}, prog_bar=False)
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
