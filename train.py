@@ -2,6 +2,10 @@
 
 `python train.py ckpt_path=last ...` continues the latest run of the same configuration in its own folder;
 `python train.py resume=<run folder>` continues that run.
+
+Exit status: 0 when the run finished; 2 for a mistake in the command, the config or the data (one line says what
+to do); 130 after Ctrl-C and 143 after SIGTERM (the run saved checkpoints/interrupted.ckpt: resume it); 1 for
+anything else.
 """
 
 import sys
@@ -12,15 +16,33 @@ from omegaconf import DictConfig
 import wbc  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE and registers config resolvers)
 from wbc.resume import resume_arguments
 
+# Keys that do not exist but that users type (an older message named the first): the one line says which does.
+MISTYPED_KEYS = {"data.class_map": "data.source.class_map"}
+
+
+def check_keys(args: list[str]) -> None:
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key in MISTYPED_KEYS:
+            right = MISTYPED_KEYS[key]
+            sys.exit(f"error: there is no {key}: the key is {right}, e.g. '{right}={{neut: Neutrophil, ...}}'")
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from wbc.data.sources import require_root
+    from wbc.errors import reported_errors
     from wbc.train import run
 
-    result = run(cfg)
+    with reported_errors():
+        require_root(cfg.data, HydraConfig.get().runtime.choices.get("data"))
+        result = run(cfg)
     return (result.get("test") or {}).get("test/f1_macro")
 
 
 if __name__ == "__main__":
+    check_keys(sys.argv[1:])
     sys.argv[1:] = resume_arguments(sys.argv[1:])
     main()

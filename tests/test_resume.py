@@ -47,6 +47,9 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, sig):
             "+callbacks.stop.batch=1", f"+callbacks.stop.signal={sig}"]  # fmt: skip
     interrupted = train(tmp_path, tmp_path / "cut", *DETERMINISTIC, *stop, check=False)
     assert not (tmp_path / "cut/metrics.json").exists(), interrupted.stderr[-2000:]
+    # not a success for a scheduler or a script: 128 + the signal number, as a shell reports a killed process
+    assert interrupted.returncode == {"SIGTERM": 143, "SIGINT": 130}[sig], interrupted.stderr[-2000:]
+    assert f"continue with: python train.py resume={tmp_path / 'cut'}" in interrupted.stdout + interrupted.stderr
     assert (tmp_path / "cut/checkpoints/interrupted.ckpt").is_file()
     assert (tmp_path / "cut/checkpoints/last.ckpt").is_file()  # the end of epoch 0
     train(tmp_path, None, f"resume={tmp_path / 'cut'}")

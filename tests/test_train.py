@@ -86,3 +86,34 @@ def test_train_end_to_end(tmp_path):
     assert {"train/loss", "val/f1_macro", "test/specificity/Monocyte"} <= set(tags["scalars"])
     assert {"figures/confusion_matrix", "figures/training_curves"} <= set(tags["images"])
     assert (run / "tensorboard" / "hparams.yaml").is_file()
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output and "Error executing job" not in output, output[-3000:]
+    return [line for line in output.splitlines() if "ERROR" in line or line.startswith("error:")]
+
+
+def test_mistakes_give_one_line_that_says_what_to_do(tmp_path):
+    def run_train(tmp_path, *overrides):  # as a user types it: no test limits
+        cmd = [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", "logger=none", *overrides]
+        env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache")}
+        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    no_root = run_train(tmp_path, "data=pbc")
+    assert no_root.returncode == 2
+    (line,) = error_lines(no_root)
+    assert "data.root is required for data=pbc: the folder that holds the class folders (neutrophil/" in line
+
+    wrong_key = run_train(tmp_path, "data=folder", f"data.root={tmp_path}", "data.class_map={neut: Neutrophil}")
+    assert wrong_key.returncode != 0
+    (line,) = error_lines(wrong_key)
+    assert "there is no data.class_map: the key is data.source.class_map" in line
+
+    for folder in ("neut", "lymp", "mixt"):  # folders that map onto no class without data.source.class_map
+        (tmp_path / "cells" / folder).mkdir(parents=True)
+        (tmp_path / "cells" / folder / "a.png").write_bytes(b"")
+    unmapped = run_train(tmp_path, "data=folder", f"data.root={tmp_path / 'cells'}")
+    assert unmapped.returncode == 2
+    (line,) = error_lines(unmapped)
+    assert "'data.source.class_map={lymp: Lymphocyte, mixt: <class>, neut: Neutrophil}'" in line

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +56,43 @@ class RNGState(L.Callback):
 
 
 class InterruptCheckpoint(L.Callback):
-    """On Ctrl-C or SIGTERM (a cluster's pre-emption), save ``interrupted.ckpt`` before the process exits.
+    """On Ctrl-C or SIGTERM (a cluster's pre-emption), save ``interrupted.ckpt`` before the process exits, and make
+    it exit with a non-zero status: 130 after Ctrl-C, 143 after SIGTERM (128 + the signal number, as a shell
+    reports a process killed by that signal), so that a scheduler or a script does not read it as success.
 
     Resuming (``ckpt_path=last``) prefers ``last.ckpt``, written at the end of the last complete epoch, which
-    continues exactly; ``interrupted.ckpt`` is used when no epoch had completed.
+    continues exactly; ``interrupted.ckpt`` is used when no epoch had completed. Lightning ends an interrupted
+    ``fit`` or ``test`` with ``SystemExit`` of status 0 (SIGTERM) or 1 (Ctrl-C); wrap those calls in
+    :meth:`exit_status` to get the statuses above.
     """
 
-    def __init__(self, dirpath: str | Path):
+    EXIT_STATUS = {"KeyboardInterrupt": 128 + signal.SIGINT, "SIGTERMException": 128 + signal.SIGTERM}
+
+    def __init__(self, dirpath: str | Path, run_dir: str | Path | None = None):
         self.dirpath = Path(dirpath)
+        self.run_dir = Path(run_dir) if run_dir is not None else self.dirpath.parent
+        self.exit_code: int | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             path = self.dirpath / "interrupted.ckpt"
             trainer.save_checkpoint(path)
+            what = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+            self.exit_code = self.EXIT_STATUS[type(exception).__name__]
             log.warning(
-                "interrupted (%s): checkpoint saved to %s; resume with ckpt_path=last", type(exception).__name__, path
+                "interrupted (%s): checkpoint saved to %s; continue with: python train.py resume=%s (exit status %d)",
+                what,
+                path,
+                self.run_dir,
+                self.exit_code,
             )
+
+    @contextlib.contextmanager
+    def exit_status(self) -> Iterator[None]:
+        """Turn Lightning's exit after an interruption into ``SystemExit(130 or 143)``."""
+        try:
+            yield
+        except SystemExit:
+            if self.exit_code is None:
+                raise
+            raise SystemExit(self.exit_code) from None

@@ -62,7 +62,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)
 
     timer = EpochTimer()
-    callbacks = [timer, RNGState(), InterruptCheckpoint(out / "checkpoints"), *instantiate_all(cfg.get("callbacks"))]
+    interrupt = InterruptCheckpoint(out / "checkpoints")
+    callbacks = [timer, RNGState(), interrupt, *instantiate_all(cfg.get("callbacks"))]
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger; logger=none means "no logs"
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -72,7 +73,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     sr_metrics, sr_timing = report_sr(datamodule, cfg.sr.method, out, tb) if cfg.data.lr_scale > 1 else (None, {})
     ckpt_path = resume_checkpoint(out, cfg.get("ckpt_path"))
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    with interrupt.exit_status():  # 130 after Ctrl-C, 143 after SIGTERM, once the checkpoint is saved
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     history = list(model.history)  # before testing: loading the best checkpoint brings back that epoch's history
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     run_info |= {
@@ -97,7 +99,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "sr": sr_metrics,
     }
     if cfg.get("test", True) and datamodule.samples["test"]:
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        with interrupt.exit_status():
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
         test = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
         result["test"] = reported(test)
         result["test_confusion_matrix"] = model.test_confusion.tolist()

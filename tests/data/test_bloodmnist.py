@@ -1,7 +1,10 @@
 """BloodMNIST source and downloads, offline: a small npz in the official format stands in for the real file."""
 
 import multiprocessing as mp
+import os
 import pickle
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -11,9 +14,10 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from tests.helpers import compose_config
+from tests.helpers import REPO_ROOT, compose_config
 from wbc.data.bloodmnist import LABELS, MEDMNIST_URLS, BloodMNISTSource, file_name
-from wbc.data.download import DownloadError, download, md5sum
+from wbc.data.download import DownloadError, download, download_lock, md5sum
+from wbc.errors import UserError
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
 MAP = {"basophil": "Eosinophil/Basophil", "eosinophil": "Eosinophil/Basophil", "lymphocyte": "Lymphocyte",
@@ -111,9 +115,9 @@ def test_pickled_source_leaves_arrays_behind(fixture):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="one of"):
+    with pytest.raises(UserError, match="one of"):
         BloodMNISTSource("x", size=32, class_names=CLASSES, label_map=MAP)
-    with pytest.raises(ValueError, match="not BloodMNIST labels"):
+    with pytest.raises(UserError, match="not BloodMNIST labels"):
         BloodMNISTSource("x", class_names=CLASSES, label_map={"neutrophils": "Neutrophil"})
 
 
@@ -126,7 +130,7 @@ def test_cache_token_follows_content(fixture, tmp_path):
 
 
 def test_missing_file_without_download_says_where_to_put_it(tmp_path):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(UserError) as err:
         source(tmp_path / "none", size=64).scan()
     message = str(err.value)
     assert str(tmp_path / "none" / "bloodmnist_64.npz") in message and MEDMNIST_URLS[64] in message
@@ -142,12 +146,13 @@ def test_missing_file_is_downloaded(fixture, tmp_path):
 def test_existing_file_is_checked_only_with_verify(tmp_path):
     write_npz(tmp_path / file_name(28))
     assert source(tmp_path).scan()  # not the official file, but trusted
-    with pytest.raises(ValueError, match="expected 7053d0359d879ad8a5505303e11de1dc"):
+    with pytest.raises(UserError, match="expected 7053d0359d879ad8a5505303e11de1dc"):
         source(tmp_path, verify=True).scan()
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+    """Everything a download left in its folder (lock files included: none may remain)."""
+    return sorted(p.name for p in folder.iterdir())
 
 
 def test_wrong_md5_keeps_no_file(fixture, tmp_path):
@@ -188,6 +193,42 @@ def test_concurrent_downloads_fetch_once(fixture, tmp_path, monkeypatch):
     assert [p.exitcode for p in procs] == [0, 0]
     assert fetches.read_text().count("fetch") == 1
     assert md5sum(dest) == md5 and leftovers(dest.parent) == ["bloodmnist.npz"]
+
+
+def _hold_lock(dest, marker, seconds):
+    with download_lock(dest):
+        with open(marker, "a") as f:
+            f.write(f"in {time.monotonic()}\n")
+        time.sleep(seconds)
+        with open(marker, "a") as f:
+            f.write(f"out {time.monotonic()}\n")
+
+
+def test_download_lock_is_exclusive_and_leaves_no_file(tmp_path):
+    dest, marker = tmp_path / "f.npz", tmp_path / "marker"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_hold_lock, args=(dest, marker, 0.3)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    events = [line.split()[0] for line in marker.read_text().splitlines()]
+    assert events == ["in", "out"] * 3  # never two holders at once
+    assert leftovers(tmp_path) == ["marker"]  # no f.npz.lock
+
+
+def test_offline_training_run_prints_one_line(tmp_path):
+    env = {**os.environ, "MEDMNIST_ROOT": str(tmp_path / "medmnist"), "WBC_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "train.py", "data=bloodmnist", "data.size=64", "+data.source.url=http://127.0.0.1:9/x.npz",
+           "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert "Traceback" not in output and "Error executing job" not in output
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"put it at {tmp_path / 'medmnist' / 'bloodmnist_64.npz'}" in errors[0]
+    assert leftovers(tmp_path / "medmnist") == []  # no partial file, no lock
 
 
 def test_config_size_sets_file_and_image_size(tmp_path):

@@ -4,20 +4,37 @@ import os
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from tests.helpers import CLASSES, PBC_MAP, write_image
-from wbc.data.sources import ClassMapping, FolderSource, content_key
+from tests.helpers import CLASSES, PBC_MAP, compose_config, write_image
+from wbc.data.sources import ClassMapping, FolderSource, content_key, require_root
+from wbc.errors import UserError, explain
 
 
 def test_mapping_is_case_insensitive_and_many_to_one():
     m = ClassMapping(CLASSES, PBC_MAP)
     assert m.index("EOSINOPHIL") == m.index("basophil") == 3
     assert m.index("platelet") is None
-    with pytest.raises(ValueError, match="not in class_names"):
-        ClassMapping(CLASSES, {"x": "Erythroblast"})
+    with pytest.raises(UserError, match="data.source.class_map maps folders onto .'Erythroblast'., which are not in"):
+        ClassMapping(CLASSES, {"x": "Erythroblast"}, key="data.source.class_map")
 
 
-def test_class_folders_any_depth_and_format(tmp_path):
+def test_mapping_guesses_classes_for_examples():
+    m = ClassMapping(CLASSES)
+    assert [m.guess(f) for f in ("neut", "Baso", "eosi", "lymp", "mono", "mixt", "ig")] == [
+        "Neutrophil", "Eosinophil/Basophil", "Eosinophil/Basophil", "Lymphocyte", "Monocyte", None, None
+    ]  # fmt: skip
+    assert m.example(["neut", "mixt"]) == "{neut: Neutrophil, mixt: <class>}"
+    # no mapping given: a whole mapping replaces the default; a given one gets keys added (Hydra's + syntax)
+    assert m.hint(["neut"]) == "'class_map={neut: Neutrophil}'"
+    given = ClassMapping(CLASSES, PBC_MAP, key="data.source.class_map")
+    assert (
+        given.hint(["platelet", "neut"])
+        == "+data.source.class_map.platelet=<class> +data.source.class_map.neut=Neutrophil"
+    )
+
+
+def test_class_folders_any_depth_and_format(tmp_path, caplog):
     rng = np.random.default_rng(0)
     write_image(tmp_path / "Neutrophil" / "a.jpg", rng)
     write_image(tmp_path / "neutrophil" / "deep" / "er" / "b.PNG", rng)
@@ -31,6 +48,7 @@ def test_class_folders_any_depth_and_format(tmp_path):
     assert set(by_name) == {"a.jpg", "b.PNG", "c.bmp", "d.tif"}
     assert by_name["b.PNG"].label == 0 and by_name["c.bmp"].label == 3 and by_name["d.tif"].label == 3
     assert source.unknown_folders == {"platelet": 1}
+    assert "not in data.source.class_map" in caplog.text and "+data.source.class_map.platelet=<class>" in caplog.text
     assert all(s.split is None for s in samples)
     assert source.load(by_name["c.bmp"]).shape == (44, 40, 3)
 
@@ -62,8 +80,53 @@ def test_symlink_loop_does_not_hang(tmp_path):
 
 
 def test_missing_root_and_empty_source_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(UserError, match="is not a folder"):
         FolderSource(tmp_path / "nope", CLASSES).scan()
-    (tmp_path / "platelet").mkdir()
-    with pytest.raises(ValueError, match="no images of the classes"):
+    with pytest.raises(UserError, match="holds no folders"):
         FolderSource(tmp_path, CLASSES).scan()
+    (tmp_path / "Monocyte").mkdir()
+    with pytest.raises(UserError, match=r"class folders \(Monocyte\) hold no readable image files"):
+        FolderSource(tmp_path, CLASSES).scan()
+
+
+def test_folders_that_map_to_nothing_name_the_key_with_an_example(tmp_path):
+    rng = np.random.default_rng(4)
+    for folder in ("neut", "Baso", "mixt"):  # a real layout (LISC's own folder names)
+        write_image(tmp_path / folder / "a.png", rng)
+    with pytest.raises(UserError) as err:
+        FolderSource(tmp_path, CLASSES).scan()
+    message = str(err.value)
+    assert "\n" not in message and "none of its folders (Baso, mixt, neut)" in message
+    assert "'data.source.class_map={Baso: Eosinophil/Basophil, mixt: <class>, neut: Neutrophil}'" in message
+    # with the example (less the folder it cannot guess) the same folder works
+    source = FolderSource(tmp_path, CLASSES, {"Baso": "Eosinophil/Basophil", "neut": "Neutrophil"})
+    assert len(source.scan()) == 2 and source.unknown_folders == {"mixt": 1}
+
+
+def test_a_folder_source_without_root_says_what_root_is(tmp_path):
+    cfg = compose_config(["data=pbc"], tmp_path)
+    assert OmegaConf.is_missing(cfg.data, "root")  # ???, not null: the base config's keys do not hide it
+    with pytest.raises(UserError) as err:
+        require_root(cfg.data, "pbc")
+    assert str(err.value).startswith("data.root is required for data=pbc: the folder that holds the class folders")
+    assert "neutrophil/" in str(err.value) and "data.root=/path/to/PBC_dataset_normal_DIB" in str(err.value)
+    with pytest.raises(UserError, match="data.root is required for data=folder.*Neutrophil/.*/path/to/images"):
+        require_root(compose_config(["data=folder"], tmp_path).data, "folder")
+    require_root(compose_config(["data=pbc", f"data.root={tmp_path}"], tmp_path).data)  # set: no error
+    require_root(compose_config([], tmp_path).data)  # synthetic: needs no root
+
+
+def test_explain_finds_the_users_mistake_behind_wrappers():
+    try:
+        try:
+            raise UserError("data.root=x is not a folder")
+        except UserError as inner:
+            raise RuntimeError("Error in call to target 'wbc.data.sources.FolderSource'") from inner
+    except RuntimeError as outer:
+        assert explain(outer) == "data.root=x is not a folder"
+    missing = OmegaConf.create({"ckpt_path": "???"})
+    try:
+        missing.ckpt_path  # noqa: B018
+    except Exception as err:  # omegaconf's MissingMandatoryValue
+        assert explain(err) == "ckpt_path is required (it is ??? in the config): add ckpt_path=... to the command line"
+    assert explain(KeyError("a bug")) is None

@@ -32,6 +32,7 @@ from wbc.data.download import manual_instructions, md5sum
 from wbc.data.samples import Sample
 from wbc.data.sources import ClassMapping
 from wbc.data.split import SPLITS
+from wbc.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +81,15 @@ class BloodMNISTSource:
         name: str = "bloodmnist",
     ):
         if size not in MEDMNIST_URLS:
-            raise ValueError(f"BloodMNIST size must be one of {sorted(MEDMNIST_URLS)}, got {size!r}")
+            raise UserError(f"data.size must be one of {sorted(MEDMNIST_URLS)} for BloodMNIST, got {size!r}")
         self.root = Path(root).expanduser()
         self.size = size
-        self.mapping = ClassMapping(class_names, label_map)
+        self.mapping = ClassMapping(class_names, label_map, key="data.source.label_map")
         self.class_names = self.mapping.class_names
         if label_map is not None:
             unknown = sorted(set(self.mapping.mapping) - set(LABELS))
             if unknown:
-                raise ValueError(f"label_map keys {unknown} are not BloodMNIST labels {list(LABELS)}")
+                raise UserError(f"data.source.label_map keys {unknown} are not BloodMNIST labels {list(LABELS)}")
         self.download = download
         self.url = url or MEDMNIST_URLS[size]
         self.md5 = md5 or MEDMNIST_MD5[size]
@@ -117,14 +118,14 @@ class BloodMNISTSource:
             return path
         if not path.exists():
             if not self.download:
-                raise FileNotFoundError(
+                raise UserError(
                     f"BloodMNIST file {path} not found and data.source.download=false: "
                     f"{manual_instructions(self.url, path, RECORD_PAGE)} (or set data.root / MEDMNIST_ROOT to "
                     "the folder that holds it, or allow data.source.download=true)"
                 )
             fetch(self.url, path, self.md5, page=RECORD_PAGE)  # verifies the MD5 of what it fetched
         elif self.verify and (got := md5sum(path)) != self.md5:
-            raise ValueError(
+            raise UserError(
                 f"{path}: md5 {got}, expected {self.md5}; delete it to download it again, or set data.source.md5"
             )
         self._checked = True
@@ -164,7 +165,7 @@ class BloodMNISTSource:
                 "/".join(sorted(dropped, key=LABELS.index)),
             )
         if not samples:
-            raise ValueError(f"{self.path}: no images of the classes {self.class_names} (check data.source.label_map)")
+            raise UserError(f"{self.path}: no images of the classes {self.class_names} (check data.source.label_map)")
         return samples
 
     def load(self, sample: Sample, min_size: int | None = None) -> np.ndarray:

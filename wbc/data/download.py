@@ -1,22 +1,27 @@
 """Download a data file once: streamed to a temporary file, checked against its MD5, then renamed into place.
 
-A lock beside the destination makes concurrent runs (a sweep's first jobs, DDP ranks) wait for the one that
-downloads instead of fetching the same file again. A failed or corrupt download leaves nothing at ``dest``, and
-every error says where to put the file by hand (machines without internet access).
+A lock beside the destination (``<dest>.lock``, removed when the download ends, whether it worked or not) makes
+concurrent runs (a sweep's first jobs, DDP ranks) wait for the one that downloads instead of fetching the same file
+again. A failed or corrupt download leaves nothing behind, and every error says where to put the file by hand
+(machines without internet access) in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from wbc.cache import atomic_write, file_lock
+from wbc.cache import atomic_write
+from wbc.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +33,41 @@ PROGRESS_EVERY = 256 << 20  # log progress of large files (BloodMNIST at 224 px 
 FETCH_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
-class DownloadError(RuntimeError):
-    """A file could not be downloaded, or what arrived is not the expected file."""
+class DownloadError(UserError, RuntimeError):
+    """A file could not be downloaded, or what arrived is not the expected file; the message says where to put
+    the file by hand."""
+
+
+@contextlib.contextmanager
+def download_lock(dest: Path) -> Iterator[None]:
+    """Exclusive lock on ``<dest>.lock`` for the ``with`` block; the lock file is removed on release.
+
+    It is removed while still locked, so a process that was waiting on it wakes up holding a lock on a file that
+    is no longer at that path: it sees this (another inode, or none, at the path) and locks again. So no lock
+    file is left behind and two processes never hold the lock at once.
+    """
+    lock_path = Path(f"{dest}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock_path, "a")  # noqa: SIM115 (held open for the whole block)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                locked_current_file = os.path.samestat(os.stat(lock_path), os.fstat(handle.fileno()))
+            except FileNotFoundError:
+                locked_current_file = False
+        except BaseException:
+            handle.close()
+            raise
+        if locked_current_file:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        handle.close()  # releases the lock
 
 
 def md5sum(path: str | os.PathLike) -> str:
@@ -76,7 +114,7 @@ def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 60, p
                     if done // PROGRESS_EVERY != (done - len(block)) // PROGRESS_EVERY:
                         log.info("%s: %d MB", dest.name, done >> 20)
         except FETCH_ERRORS as err:
-            raise DownloadError(f"downloading {url} failed ({_reason(err)}); {manual}") from err
+            raise DownloadError(f"downloading {url} failed ({_reason(err)}): {manual}") from err
         if h.hexdigest() != md5:
             # Raised inside atomic_write: the temporary file is deleted, so no bad file is ever kept.
             raise DownloadError(
@@ -84,7 +122,7 @@ def download(url: str, dest: str | os.PathLike, md5: str, timeout: float = 60, p
                 f"discarded. Retry later, or {manual}"
             )
 
-    with file_lock(dest):
+    with download_lock(dest):
         if dest.exists():
             return dest
         log.info("downloading %s -> %s", url, dest)

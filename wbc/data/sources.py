@@ -8,11 +8,13 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wbc.data.decode import DEFAULT_MAX_PIXELS, is_image_file, read_image
 from wbc.data.samples import Sample
+from wbc.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,53 @@ def walk_files(root: Path) -> list[Path]:
 
 
 class ClassMapping:
-    """Folder (or label) names -> class names, case-insensitive; several names may map to one class."""
+    """Folder (or label) names -> class names, case-insensitive; several names may map to one class.
 
-    def __init__(self, class_names: Sequence[str], mapping: Mapping[str, str] | None = None):
+    ``key`` names the setting the mapping came from (``data.source.class_map``), for messages.
+    """
+
+    def __init__(self, class_names: Sequence[str], mapping: Mapping[str, str] | None = None, key: str = "class_map"):
         self.class_names = list(class_names)
+        self.key = key
+        self.given = mapping is not None
         if mapping is None:
             mapping = {name: name for name in self.class_names}
         self.mapping = {str(k).lower(): str(v) for k, v in mapping.items()}
         unknown = sorted(set(self.mapping.values()) - set(self.class_names))
         if unknown:
-            raise ValueError(f"class mapping targets {unknown} are not in class_names {self.class_names}")
+            raise UserError(
+                f"{key} maps folders onto {unknown}, which are not in class_names {self.class_names}: "
+                f"map each folder onto one of these classes"
+            )
 
     def index(self, folder_name: str) -> int | None:
         """Class index of a folder name, or None when the mapping does not know it."""
         target = self.mapping.get(folder_name.lower())
         return None if target is None else self.class_names.index(target)
+
+    def guess(self, folder_name: str) -> str | None:
+        """The class a folder name most likely means (its mapping, else a class or part of one, e.g. the
+        "Basophil" of "Eosinophil/Basophil", that starts like it: "neut", "Baso"), for examples in messages."""
+        index = self.index(folder_name)
+        if index is not None:
+            return self.class_names[index]
+        stem = folder_name.lower()[:4]
+        if len(stem) < 3:
+            return None
+        for name in self.class_names:
+            if any(part.strip().lower().startswith(stem) for part in [name, *name.split("/")]):
+                return name
+        return None
+
+    def example(self, folders: Sequence[str]) -> str:
+        """A mapping of ``folders`` to show in a message: known or guessed classes, ``<class>`` where unsure."""
+        return "{" + ", ".join(f"{f}: {self.guess(f) or '<class>'}" for f in folders) + "}"
+
+    def hint(self, folders: Sequence[str]) -> str:
+        """How to map ``folders`` on the command line: add keys to a given mapping, or give a whole one."""
+        if self.given:
+            return " ".join(f"+{self.key}.{f}={self.guess(f) or '<class>'}" for f in folders)
+        return f"'{self.key}={self.example(folders)}'"
 
 
 class FolderSource:
@@ -99,7 +133,7 @@ class FolderSource:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         self.root = Path(root).expanduser()
-        self.mapping = ClassMapping(class_names, class_map)
+        self.mapping = ClassMapping(class_names, class_map, key="data.source.class_map")
         self.class_names = self.mapping.class_names
         self.name = name
         self.max_pixels = max_pixels
@@ -108,7 +142,7 @@ class FolderSource:
 
     def _class_folders(self) -> list[tuple[Path, str | None]]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root={self.root} is not a folder (resolved: {self.root.resolve()})")
+            raise UserError(f"data.root={self.root} is not a folder (resolved: {self.root.resolve()})")
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir())
         splits = [p for p in subdirs if p.name.lower() in SPLIT_DIRS]
         if splits:
@@ -133,17 +167,32 @@ class FolderSource:
                     continue
                 samples.append(Sample(path=str(f), label=label, key=key, split=split))
         self.unknown_folders = dict(unknown)
+        seen = sorted({f.name for f, _ in self._class_folders()})
+        if not seen:
+            raise UserError(
+                f"data.root={self.root} holds no folders: it should hold one folder of images per class "
+                f"(<root>/<class>/... or <root>/{{train,val,test}}/<class>/...)"
+            )
+        if not samples:
+            mapped = [f for f in seen if self.mapping.index(f) is not None]
+            if mapped:
+                raise UserError(
+                    f"data.root={self.root}: its class folders ({', '.join(mapped)}) hold no readable image files "
+                    f"(jpg, png, bmp, tif)"
+                )
+            raise UserError(
+                f"data.root={self.root}: none of its folders ({', '.join(seen) or 'none'}) is a class of "
+                f"{self.class_names}. Map folder names onto the classes with data.source.class_map, e.g. "
+                f"{self.mapping.hint(seen)} (folders left out are skipped; or point data.root at the folder that "
+                f"holds the class folders)"
+            )
         for folder, count in self.unknown_folders.items():
             log.warning(
-                "%s: folder %r is not in the class mapping; its %d images are skipped (map it in data.class_map)",
+                "%s: folder %r is not in data.source.class_map: its %d images are skipped (to use them: %s)",
                 self.root,
                 folder,
                 count,
-            )
-        if not samples:
-            raise ValueError(
-                f"{self.root}: no images of the classes {self.class_names} found "
-                f"(folders seen: {[f.name for f, _ in self._class_folders()]})"
+                self.mapping.hint([Path(folder).name]) if self.mapping.given else self.mapping.hint(seen),
             )
         return samples
 
@@ -154,3 +203,25 @@ class FolderSource:
     def cache_token(self) -> str:
         # Content keys identify the images already; the token only separates sources by kind.
         return f"folder:{self.name}"
+
+
+ROOT_EXAMPLES = {"pbc": "/path/to/PBC_dataset_normal_DIB"}  # what data.root usually looks like, per data option
+
+
+def require_root(data: Any, option: str | None = None) -> None:
+    """Stop with one line when a folder source (data=folder, data=pbc) has no data.root (``???`` or null).
+
+    ``data`` is the ``data`` node of the config; ``option`` the data option chosen (default: the source's name).
+    """
+    source = data.get("source") or {}
+    if not str(source.get("_target_", "")).endswith("FolderSource"):
+        return
+    if "root" in data and data.get("root") is not None:  # `in` is False for a ??? (missing) value
+        return
+    option = option or source.get("name", "folder")
+    class_map = source.get("class_map")
+    folders = ", ".join(f"{name}/" for name in (class_map or source.get("class_names") or []))
+    raise UserError(
+        f"data.root is required for data={option}: the folder that holds the class folders ({folders}; or "
+        f"train/, val/, test/ with those inside), e.g. data.root={ROOT_EXAMPLES.get(option, '/path/to/images')}"
+    )
