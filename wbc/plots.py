@@ -117,3 +117,20 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)  # releases pyplot-managed figures; a no-op for figures built with Figure()
+
+
+def plot_framing_examples(rows: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]]) -> Figure:
+    """One row per image: the source, the located nucleus (magenta) and cell (green), and the framed input
+    the classifier sees. ``rows``: (title, source RGB, mask RGB or None when no cell was found, crop RGB)."""
+    fig = Figure(figsize=(6.6, 2.2 * max(1, len(rows))), layout="constrained")
+    axes = fig.subplots(max(1, len(rows)), 3, squeeze=False)
+    for (title, source, mask, crop), ax_row in zip(rows, axes, strict=False):
+        panels = (("source", source), ("nucleus / cell", mask), ("framed", crop))
+        for ax, (name, image) in zip(ax_row, panels, strict=True):
+            ax.set_axis_off()
+            if image is None:
+                ax.text(0.5, 0.5, "no cell found", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(image, interpolation="nearest" if name != "source" else "antialiased")
+            ax.set_title(f"{name}\n{title}" if name == "source" else name, fontsize=8)
+    return fig

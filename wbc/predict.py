@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from wbc.data.decode import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, read_image
+from wbc.data.framing import locate_cell, measure_um_per_px
 from wbc.data.pipeline import Preprocessor
 from wbc.data.sources import ClassMapping, walk_files
 from wbc.models.module import CHECKPOINT_FORMAT, WBCClassifier
@@ -84,6 +85,7 @@ class Predictor:
         ckpt = load_checkpoint(path, trust)
         hparams = dict(ckpt["hyper_parameters"])
         model = WBCClassifier(**hparams)
+        ckpt["state_dict"].setdefault("temperature", torch.ones(()))  # made before temperature scaling
         try:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError as err:
@@ -93,7 +95,7 @@ class Predictor:
         restorer = SuperResolver.from_state(sr_state, device=device)
         if pre["lr_scale"] > 1 and not restorer.ready:
             raise CheckpointError(f"{path}: sr={restorer.method} needs SR weights, which the checkpoint lacks")
-        return cls(model, Preprocessor(pre["image_size"], pre["lr_scale"], restorer), device)
+        return cls(model, Preprocessor.from_description(pre, restorer), device)
 
     @torch.no_grad()
     def probabilities(self, images: np.ndarray, tta: bool = False) -> torch.Tensor:
@@ -122,12 +124,15 @@ def list_inputs(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
     raise FileNotFoundError(f"input not found: {spec} (not a file, a folder or a glob that matches files)")
 
 
-def _load(path: Path, preprocessor: Preprocessor, max_pixels: int | None) -> np.ndarray | str:
+def _load(
+    path: Path, preprocessor: Preprocessor, max_pixels: int | None, um_per_px: float | None = None
+) -> np.ndarray | str:
     """The S x S reference of one file, or the problem that stopped it (never raises)."""
     if not is_image_file(path):
         return f"not an image file type ({path.suffix or 'no extension'}); skipped"
     try:
-        return preprocessor.reference(read_image(path, max_pixels=max_pixels, min_size=preprocessor.image_size))
+        image = read_image(path, max_pixels=max_pixels, min_size=preprocessor.decode_min_size)
+        return preprocessor.reference(image, um_per_px)
     except ImageReadError as err:
         return err.problem
     except Exception as err:  # one bad file never stops a folder
@@ -140,6 +145,7 @@ def iterate_batches(
     batch_size: int,
     threads: int = 2,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    um_per_px: float | None = None,
 ) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
     """Yield (indices, (n, S, S, 3) classifier inputs, {index: error}) per batch; decoding runs ahead in threads."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -149,15 +155,33 @@ def iterate_batches(
         for start in range(0, len(files), batch_size):
             stop = min(start + batch_size, len(files))
             while submitted < min(len(files), stop + ahead):
-                pending.append(pool.submit(_load, files[submitted], preprocessor, max_pixels))
+                pending.append(pool.submit(_load, files[submitted], preprocessor, max_pixels, um_per_px))
                 submitted += 1
             results = [pending[i].result() for i in range(start, stop)]
             for i in range(start, stop):
                 pending[i] = None  # free decoded images as soon as they are consumed
             good = [(start + j, r) for j, r in enumerate(results) if not isinstance(r, str)]
             errors = {start + j: r for j, r in enumerate(results) if isinstance(r, str)}
-            images = preprocessor.restore(np.stack([r for _, r in good])) if good else None
+            images = preprocessor.restore(preprocessor.normalise(np.stack([r for _, r in good]))) if good else None
             yield [i for i, _ in good], images, errors
+
+
+def measure_folder_um_per_px(
+    files: Sequence[Path], threads: int = 2, max_images: int = 256, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> float | None:
+    """The pixel size of a folder's images (one microscope and camera), from the red cells of up to
+    ``max_images`` of them spread over the folder; None when too few red cells are measurable."""
+    images = [f for f in files if is_image_file(f)]
+    step = max(1, len(images) // max_images)
+
+    def rbc(path: Path) -> float | None:
+        try:
+            return locate_cell(read_image(path, max_pixels=max_pixels)).rbc_diameter
+        except Exception:  # unreadable files get their error row later
+            return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return measure_um_per_px(list(pool.map(rbc, images[::step][:max_images])))
 
 
 def predict_files(
@@ -168,12 +192,19 @@ def predict_files(
     tta: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     on_batch: Callable[[list[int], np.ndarray, torch.Tensor], None] | None = None,
+    um_per_px: float | None = None,
 ) -> tuple[torch.Tensor, dict[int, str]]:
-    """Probabilities (N, C; NaN rows for files that failed) and {index: error} for every file."""
+    """Probabilities (N, C; NaN rows for files that failed) and {index: error} for every file.
+
+    Scale framing needs the images' pixel size: ``um_per_px`` when given, else measured on the red cells of the
+    files (one microscope per call); per image when too few are measurable."""
     probs = torch.full((len(files), len(predictor.class_names)), float("nan"))
     errors: dict[int, str] = {}
+    if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
+        um_per_px = measure_folder_um_per_px(files, threads, max_pixels=max_pixels)
+        log.info("scale framing: %s um per pixel measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
     for indices, images, batch_errors in iterate_batches(
-        files, predictor.preprocessor, batch_size, threads, max_pixels
+        files, predictor.preprocessor, batch_size, threads, max_pixels, um_per_px
     ):
         errors.update(batch_errors)
         if indices:

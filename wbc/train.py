@@ -17,10 +17,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from wbc.artefacts import save_figures, write_json, write_predictions
+from wbc.calibration import calibrate_checkpoint, expected_calibration_error, rescale_probabilities
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
 from wbc.metrics import reported
+from wbc.plots import plot_framing_examples, save_figure
 from wbc.provenance import provenance
 from wbc.sr.report import report_sr
 
@@ -47,6 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data, restorer=restorer, seed=cfg.seed)
     datamodule.setup("fit")
     datamodule.write_manifest(out / "split_manifest.csv")
+    if datamodule.preprocessor.framing.locates:
+        save_figure(plot_framing_examples(datamodule.framing_examples()), out / "framing_examples.png")
 
     sr_state = restorer.state()
     model = instantiate(
@@ -57,6 +62,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "image_size": cfg.data.image_size,
             "lr_scale": cfg.data.lr_scale,
             "sr": {k: sr_state[k] for k in ("method", "scale", "backend", "arch")},
+            **datamodule.preprocessor.describe(),
+            "train_um_per_px": datamodule.um_per_px,
         },
     )
     model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)
@@ -77,6 +84,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     history = list(model.history)  # before testing: loading the best checkpoint brings back that epoch's history
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    calibration = None
+    if cfg.get("calibrate", True) and best and datamodule.samples["val"]:
+        # the whole validation split in every process: each fits the same temperature, rank 0 writes it
+        val = DataLoader(datamodule.datasets["val"], batch_size=datamodule.batch_size)
+        calibration = calibrate_checkpoint(model, val, best, write=trainer.is_global_zero)
+        trainer.strategy.barrier()
+        log.info(
+            "temperature scaling: T=%.3f (validation ECE %.4f -> %.4f)",
+            calibration["temperature"],
+            calibration["val_ece_before"],
+            calibration["val_ece_after"],
+        )
     run_info |= {
         "resumed_from": ckpt_path,
         "fit_seconds": time.perf_counter() - started,
@@ -92,11 +111,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "excluded": len(datamodule.excluded),
             "unreadable": len(datamodule.unreadable),
             "unreadable_files": [f"{s.path}: {why}" for s, why in datamodule.unreadable],
+            "framing": datamodule.framing_summary(),
         },
         "best_val_f1_macro": _float(getattr(trainer.checkpoint_callback, "best_model_score", None)),
         "epochs": len(history),
         "history": history,
         "sr": sr_metrics,
+        "calibration": calibration,
     }
     if cfg.get("test", True) and datamodule.samples["test"]:
         with interrupt.exit_status():
@@ -104,6 +125,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         test = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
         result["test"] = reported(test)
         result["test_confusion_matrix"] = model.test_confusion.tolist()
+        if calibration is not None:
+            probs, target = model.test_outputs["probs"], model.test_outputs["target"]
+            calibration["test_ece_before"] = expected_calibration_error(
+                rescale_probabilities(probs, calibration["temperature"]), target
+            )
+            calibration["test_ece_after"] = expected_calibration_error(probs, target)
         if trainer.is_global_zero:
             paths = [s.path for s in datamodule.samples["test"]]
             write_predictions(out / "test_predictions.csv", paths, datamodule.class_names, model.test_outputs)

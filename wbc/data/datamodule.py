@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,13 +21,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wbc.cache import cached_array, digest
 from wbc.data.decode import ImageReadError
+from wbc.data.framing import (
+    DEFAULT_FIELD_UM,
+    LOCATOR_VERSION,
+    CellLocation,
+    Framing,
+    locate_cell,
+    location_overlay,
+    measure_um_per_px,
+)
 from wbc.data.pipeline import Preprocessor
+from wbc.data.resize import resize_to
 from wbc.data.samples import Sample
 from wbc.data.split import SPLITS, assign_splits
+from wbc.data.stain import build_stain
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = 2  # bump when the deterministic pipeline's output changes for the same inputs
+PIPELINE_VERSION = 3  # bump when the deterministic pipeline's output changes for the same inputs
 
 
 class ArrayDataset(Dataset):
@@ -132,6 +144,9 @@ class WBCDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         restorer: Any = None,
         decode_threads: int = 2,
+        framing: str = "centre",
+        field_um: float = DEFAULT_FIELD_UM,
+        stain: str | None = None,
         root: str | os.PathLike | None = None,
         size: int | None = None,
     ):
@@ -153,7 +168,10 @@ class WBCDataModule(L.LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.decode_threads = decode_threads
-        self.preprocessor = Preprocessor(image_size, lr_scale, restorer)
+        self.preprocessor = Preprocessor(image_size, lr_scale, restorer, Framing(framing, field_um), build_stain(stain))
+        self.um_per_px: float | None = getattr(source, "um_per_px", None)  # scale framing: given, or measured
+        self.framing_used: dict[str, str] = {}  # content key -> framing applied (after fallbacks)
+        self.framing_notes: dict[str, str] = {}  # content key -> why it differs from data.framing
         self.samples: dict[str, list[Sample]] = {}
         self.excluded: list[tuple[Sample, str]] = []
         self.unreadable: list[tuple[Sample, str]] = []
@@ -173,7 +191,8 @@ class WBCDataModule(L.LightningDataModule):
                 first_sample.setdefault(s.key, s)
         row = {k: i for i, k in enumerate(keys)}
 
-        references, failed = self._references(keys, [first_sample[k] for k in keys])
+        train_keys = {s.key for s in result.splits["train"]}
+        references, failed = self._references(keys, [first_sample[k] for k in keys], train_keys)
         self.unreadable = []
         for split in SPLITS:
             kept = []
@@ -196,7 +215,23 @@ class WBCDataModule(L.LightningDataModule):
                 "the class mapping and the files"
             )
 
-        self._prepare_restorer(references, [row[s.key] for s in self.samples["train"]])
+        notes = [
+            (s.path, self.framing_notes[s.key])
+            for sp in SPLITS
+            for s in self.samples[sp]
+            if s.key in self.framing_notes
+        ]
+        if notes:
+            log.warning(
+                "framing=%s fell back for %d image(s) (split_manifest.csv lists them):",
+                self.preprocessor.framing.method,
+                len(notes),
+            )
+            for path, note in notes[:20]:
+                log.warning("  %s: %s", path, note)
+        train_rows = [row[s.key] for s in self.samples["train"]]
+        references = self._normalised(references, train_rows)
+        self._prepare_restorer(references, train_rows)
         images = self._restored(references, keys)
         for split in SPLITS:
             samples = self.samples[split]
@@ -213,30 +248,101 @@ class WBCDataModule(L.LightningDataModule):
     def _cache_path(self, kind: str, token: str) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / f"{kind}-{token}.npy"
 
-    def _references(self, keys: list[str], samples: list[Sample]) -> tuple[np.ndarray, dict[str, str]]:
-        """(N, S, S, 3) references of the unique images, and {key: problem} of those that could not be read."""
-        size = self.preprocessor.image_size
-        token = digest(PIPELINE_VERSION, self.source.cache_token(), size, keys)
+    def _references(
+        self, keys: list[str], samples: list[Sample], train_keys: set[str]
+    ) -> tuple[np.ndarray, dict[str, str]]:
+        """(N, S, S, 3) framed references of the unique images, and {key: problem} of those that could not be
+        read. Scale framing first measures the source's pixel size on the training images' red cells (unless
+        the source states it)."""
+        pre = self.preprocessor
+        size = pre.image_size
+        locations: list[CellLocation | None] = [None] * len(keys)
+        if pre.framing.method == "scale":
+            locations = self._locations(keys, samples)
+            if self.um_per_px is None:
+                self.um_per_px = measure_um_per_px(
+                    [loc.rbc_diameter for k, loc in zip(keys, locations, strict=True) if k in train_keys and loc]
+                )
+                if self.um_per_px is None:
+                    log.warning("framing=scale: too few red cells measurable in the training images; cell framing")
+                else:
+                    log.info(
+                        "framing=scale: %.4f um per pixel, measured on the training images' red cells", self.um_per_px
+                    )
+        token = digest(PIPELINE_VERSION, self.source.cache_token(), size, pre.framing.token(), self.um_per_px, keys)
 
         def compute():
             out = np.zeros((len(keys), size, size, 3), dtype=np.uint8)
             failed: dict[str, str] = {}
+            used: dict[str, str] = {}
+            notes: dict[str, str] = {}
 
             def work(i: int) -> None:
                 try:
-                    out[i] = self.preprocessor.reference(self.source.load(samples[i], min_size=size))
+                    image = self.source.load(samples[i], min_size=pre.decode_min_size)
+                    framed = pre.framing(image, self.um_per_px, locations[i])
+                    out[i] = resize_to(framed.image, size)
+                    used[keys[i]] = framed.used
+                    if framed.note:
+                        notes[keys[i]] = framed.note
                 except ImageReadError as err:
                     failed[keys[i]] = err.problem
                 except Exception as err:  # one bad image never stops a run
                     failed[keys[i]] = f"{type(err).__name__}: {err}"
 
-            log.info("decoding %d images at %d px (cached for later runs)", len(keys), size)
+            log.info("decoding and framing (%s) %d images at %d px (cached)", pre.framing.method, len(keys), size)
             with ThreadPoolExecutor(max(1, self.decode_threads)) as pool:
                 list(pool.map(work, range(len(keys))))
-            return out, {"keys": keys, "failed": failed}
+            return out, {"keys": keys, "failed": failed, "framing_used": used, "framing_notes": notes}
 
         array, meta = cached_array(self._cache_path("ref", token), compute)
+        self.framing_used = meta.get("framing_used", {})
+        self.framing_notes = meta.get("framing_notes", {})
         return array, meta["failed"]
+
+    def _locations(self, keys: list[str], samples: list[Sample]) -> list[CellLocation | None]:
+        """Where the white cell and the red cells are in each image (cached; None for an unreadable file)."""
+        token = digest(PIPELINE_VERSION, LOCATOR_VERSION, self.source.cache_token(), keys)
+
+        def compute():
+            table = np.full((len(keys), 8), np.nan)
+
+            def work(i: int) -> None:
+                try:
+                    loc = locate_cell(self.source.load(samples[i]))
+                except Exception:  # reported when the image is read again for its reference
+                    return
+                rbc = np.nan if loc.rbc_diameter is None else loc.rbc_diameter
+                table[i] = (loc.found, *loc.centre, loc.cell_diameter, rbc, *loc.background)
+
+            log.info("locating the cells of %d images (cached)", len(keys))
+            with ThreadPoolExecutor(max(1, self.decode_threads)) as pool:
+                list(pool.map(work, range(len(keys))))
+            return table, {"columns": ["found", "x", "y", "cell_diameter", "rbc_diameter", "r", "g", "b"]}
+
+        table = cached_array(self._cache_path("loc", token), compute)[0]
+        return [
+            None
+            if np.isnan(t[0])
+            else CellLocation(
+                found=bool(t[0]),
+                centre=(float(t[1]), float(t[2])),
+                cell_diameter=float(t[3]),
+                rbc_diameter=None if np.isnan(t[4]) else float(t[4]),
+                background=(int(t[5]), int(t[6]), int(t[7])),
+            )
+            for t in np.asarray(table)
+        ]
+
+    def _normalised(self, references: np.ndarray, train_rows: list[int]) -> np.ndarray:
+        """Stain-normalised references; the normaliser is fitted on the training split's references."""
+        stain = self.preprocessor.stain
+        if stain is None:
+            return references
+        if stain.target is None:
+            stain.fit(np.asarray(references[np.array(sorted(set(train_rows)))]))
+            log.info("stain normalisation fitted on %d training images: %s", len(set(train_rows)), stain.token())
+        return stain(np.asarray(references))
 
     def _prepare_restorer(self, references: np.ndarray, train_rows: list[int]) -> None:
         """Let a trainable SR stage fit itself on the training split's references (and nothing else)."""
@@ -248,6 +354,9 @@ class WBCDataModule(L.LightningDataModule):
                 dataset_key=digest(
                     self.source.cache_token(),
                     self.preprocessor.image_size,
+                    self.preprocessor.framing.token(),
+                    self.um_per_px,
+                    None if self.preprocessor.stain is None else self.preprocessor.stain.token(),
                     self.split_fractions,
                     self.split_seed,
                     len(rows),
@@ -258,7 +367,14 @@ class WBCDataModule(L.LightningDataModule):
     def _restored(self, references: np.ndarray, keys: list[str]) -> np.ndarray:
         if self.preprocessor.lr_scale == 1:
             return references
-        token = digest(PIPELINE_VERSION, self.source.cache_token(), keys, self.preprocessor.cache_token())
+        token = digest(
+            PIPELINE_VERSION,
+            self.source.cache_token(),
+            keys,
+            self.preprocessor.framing.token(),
+            self.um_per_px,
+            self.preprocessor.cache_token(),
+        )
 
         def compute():
             log.info("applying %s to %d images", self.preprocessor.cache_token(), len(keys))
@@ -279,10 +395,50 @@ class WBCDataModule(L.LightningDataModule):
             writer.writerow(["path", "label", "split", "content_key", "note"])
             for split in SPLITS:
                 for s in self.samples[split]:
-                    writer.writerow([s.path, self.class_names[s.label], split, s.key, ""])
+                    writer.writerow(
+                        [s.path, self.class_names[s.label], split, s.key, self.framing_notes.get(s.key, "")]
+                    )
             for name, rows in (("excluded", self.excluded), ("unreadable", self.unreadable)):
                 for s, why in rows:
                     writer.writerow([s.path, self.class_names[s.label], name, s.key, why])
+
+    def framing_summary(self) -> dict[str, Any]:
+        """How the images were framed: the framing asked for, how many got each framing after fallbacks, the
+        pixel size of scale framing, and the files whose framing fell back (with why)."""
+        kept = {s.key: s.path for split in SPLITS for s in self.samples[split]}
+        used = Counter(self.framing_used.get(k, "centre") for k in kept)
+        return {
+            "asked": self.preprocessor.framing.method,
+            "field_um": self.preprocessor.framing.field_um,
+            "um_per_px": self.um_per_px,
+            "used": dict(sorted(used.items())),
+            "fallbacks": {kept[k]: note for k, note in sorted(self.framing_notes.items()) if k in kept},
+        }
+
+    def framing_examples(self, n: int = 6) -> list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]]:
+        """Rows for plots.plot_framing_examples: test images (those whose framing fell back first, then one
+        per class in turn), each as (title, source, located nucleus/cell, framed crop)."""
+        pool = self.samples.get("test") or self.samples.get("val") or self.samples["train"]
+        fallbacks = [s for s in pool if s.key in self.framing_notes]
+        by_class = [
+            [s for s in pool if s.label == c and s.key not in self.framing_notes] for c in range(len(self.class_names))
+        ]
+        chosen = fallbacks[: n // 2]
+        while len(chosen) < n and any(by_class):
+            for group in by_class:
+                if group and len(chosen) < n:
+                    chosen.append(group.pop(0))
+        rows = []
+        for s in chosen:
+            try:
+                image = self.source.load(s)
+            except Exception:
+                continue
+            loc = locate_cell(image)
+            framed = self.preprocessor.framing(image, self.um_per_px, loc)
+            title = f"{Path(s.path).name} ({self.class_names[s.label]}){': ' + framed.note if framed.note else ''}"
+            rows.append((title, image, location_overlay(loc), resize_to(framed.image, self.preprocessor.image_size)))
+        return rows
 
     # -- loaders ----------------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:

@@ -1,6 +1,7 @@
 """The deterministic part of the image pipeline, one function for training, evaluation and prediction.
 
-    decoded RGB image -> centre square, resize to S (the reference)
+    decoded RGB image -> frame the cell (data.framing), resize to S (the reference)
+                      -> [stain normalisation, fitted on the training split]
                       -> reduce by f (antialiased: the simulated coarser camera)
                       -> SR stage x f, or the plain resize of sr=none, back to S
 
@@ -15,7 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
+from wbc.data.framing import CellLocation, Framing
 from wbc.data.resize import reduce, resize_to
+from wbc.data.stain import ReinhardNormaliser, build_stain
 
 
 class Restorer(Protocol):
@@ -29,7 +32,14 @@ class Restorer(Protocol):
 class Preprocessor:
     """decode output -> the S x S uint8 image the classifier sees. Holds the SR stage (``restorer``)."""
 
-    def __init__(self, image_size: int, lr_scale: int = 1, restorer: Restorer | None = None):
+    def __init__(
+        self,
+        image_size: int,
+        lr_scale: int = 1,
+        restorer: Restorer | None = None,
+        framing: Framing | None = None,
+        stain: ReinhardNormaliser | None = None,
+    ):
         if image_size % lr_scale:
             raise ValueError(f"data.image_size={image_size} must be divisible by data.lr_scale={lr_scale}")
         if lr_scale > 1 and restorer is None:
@@ -39,10 +49,24 @@ class Preprocessor:
         self.image_size = image_size
         self.lr_scale = lr_scale
         self.restorer = restorer
+        self.framing = framing or Framing()
+        self.stain = stain
 
-    def reference(self, image: np.ndarray) -> np.ndarray:
-        """The S x S high-resolution reference of one decoded image."""
-        return resize_to(image, self.image_size)
+    @property
+    def decode_min_size(self) -> int | None:
+        """How small a JPEG may be decoded (libjpeg's DCT scaling): centre framing shrinks the whole image to
+        S; the other framings crop a part of it first, so they decode at full resolution."""
+        return None if self.framing.locates else self.image_size
+
+    def reference(
+        self, image: np.ndarray, um_per_px: float | None = None, location: CellLocation | None = None
+    ) -> np.ndarray:
+        """The S x S high-resolution reference of one decoded image (framed, not yet stain-normalised)."""
+        return resize_to(self.framing(image, um_per_px, location).image, self.image_size)
+
+    def normalise(self, references: np.ndarray) -> np.ndarray:
+        """Stain normalisation of a batch of references (identity without a stain step)."""
+        return references if self.stain is None else self.stain(references)
 
     def degrade(self, references: np.ndarray) -> np.ndarray:
         """Reduce a batch of references by f (what a coarser camera would record)."""
@@ -58,11 +82,33 @@ class Preprocessor:
             out[start : start + len(chunk)] = self.restorer(self.degrade(chunk))
         return out
 
-    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def __call__(self, images: Sequence[np.ndarray], um_per_px: float | None = None) -> np.ndarray:
         """Decoded images of any size -> (N, S, S, 3) uint8 batch for the classifier."""
-        return self.restore(np.stack([self.reference(im) for im in images]))
+        return self.restore(self.normalise(np.stack([self.reference(im, um_per_px) for im in images])))
 
     def cache_token(self) -> str:
-        """Changes whenever the output of :meth:`restore` could change."""
+        """Changes whenever the output of :meth:`restore` applied to :meth:`normalise` could change."""
         sr = self.restorer.cache_token() if self.lr_scale > 1 else "identity"
-        return f"S{self.image_size}-f{self.lr_scale}-{sr}"
+        stain = "" if self.stain is None else f"-{self.stain.token()}"
+        return f"S{self.image_size}-f{self.lr_scale}-{sr}{stain}"
+
+    @classmethod
+    def from_description(cls, preprocessing: dict, restorer: Restorer | None = None) -> Preprocessor:
+        """Rebuild the pipeline a checkpoint records (``preprocessing`` hyperparameters; older checkpoints
+        without framing or stain entries used centre framing and no stain step)."""
+        stain = preprocessing.get("stain") or {}
+        return cls(
+            preprocessing["image_size"],
+            preprocessing["lr_scale"],
+            restorer,
+            Framing(preprocessing.get("framing", "centre"), preprocessing.get("field_um", Framing.field_um)),
+            build_stain(stain.get("method"), stain.get("target")),
+        )
+
+    def describe(self) -> dict:
+        """What a checkpoint records of the framing and stain steps (the SR stage is recorded by itself)."""
+        return {
+            "framing": self.framing.method,
+            "field_um": self.framing.field_um,
+            "stain": None if self.stain is None else self.stain.state(),
+        }

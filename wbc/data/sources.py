@@ -131,8 +131,10 @@ class FolderSource:
         class_map: Mapping[str, str] | None = None,
         name: str = "folder",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        um_per_px: float | None = None,
     ):
         self.root = Path(root).expanduser()
+        self.um_per_px = um_per_px  # the images' pixel size in micrometres, when known (scale framing)
         self.mapping = ClassMapping(class_names, class_map, key="data.source.class_map")
         self.class_names = self.mapping.class_names
         self.name = name

@@ -47,6 +47,8 @@ class WBCClassifier(L.LightningModule):
         self.net = create_model(num_classes=len(self.class_names), **dict(net))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # Temperature scaling (wbc.calibration): 1 while training, fitted on the validation split afterwards
+        self.register_buffer("temperature", torch.ones(()))
         weight = None
         if class_weighted_loss:
             if not class_counts:
@@ -69,14 +71,16 @@ class WBCClassifier(L.LightningModule):
             checkpoint["sr_stage"] = self.sr_state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"].setdefault("temperature", torch.ones(()))  # checkpoints from before calibration
         self.sr_state = checkpoint.get("sr_stage", self.sr_state)
         self.history = list(checkpoint.get("metric_history", []))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of a batch of RGB images: uint8 in 0..255, or float in 0..1."""
+        """Logits of a batch of RGB images (uint8 in 0..255, or float in 0..1), divided by the fitted
+        temperature: their softmax is the calibrated confidence."""
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
-        return self.net((x - self.mean) / self.std)
+        return self.net((x - self.mean) / self.std) / self.temperature
 
     def _step(self, batch, metrics: ClassificationMetrics, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch

@@ -1,0 +1,84 @@
+"""Stain normalisation (Reinhard et al. 2001): match each image's colour statistics to the training split's.
+
+Each framed S x S image is converted to CIE L*a*b*; its per-channel mean and standard deviation are measured on
+the field *around* the cell (outside a centred disc: the empty slide and the red cells that every smear shows,
+so the statistics describe the stain and the light, not which white cell is in the middle), and the whole image
+is shifted and scaled so that those statistics equal the target's. The target is the mean of the training
+images' statistics, fitted once on the training split and stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+STAINS = (None, "reinhard")
+CELL_DISC = 0.6  # the centred disc left out of the statistics, as a fraction of the image side
+MIN_STD = 2.0  # a flat channel is not stretched into noise
+
+
+def _surround(size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    c = (size - 1) / 2
+    return np.hypot(yy - c, xx - c) > CELL_DISC * size / 2
+
+
+def lab_stats(images: np.ndarray) -> np.ndarray:
+    """(N, S, S, 3) uint8 RGB -> (N, 6): L*a*b* mean and standard deviation around the cell of each image.
+    Padding (black) pixels are left out."""
+    ring = _surround(images.shape[1])
+    out = np.empty((len(images), 6), np.float64)
+    for i, im in enumerate(images):
+        lab = cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+        sel = ring.ravel() & (im.reshape(-1, 3).max(axis=1) > 20)
+        if sel.sum() < 16:
+            sel = np.ones(len(lab), bool)
+        px = lab[sel]
+        out[i, :3], out[i, 3:] = px.mean(axis=0), px.std(axis=0)
+    return out
+
+
+class ReinhardNormaliser:
+    """``fit`` on training images, then ``__call__`` maps any batch of images onto the fitted statistics."""
+
+    def __init__(self, target: Sequence[float] | None = None):
+        self.target = None if target is None else np.asarray(target, np.float64)
+
+    def fit(self, images: np.ndarray) -> ReinhardNormaliser:
+        if len(images) == 0:
+            raise ValueError("stain normalisation needs training images to fit its target")
+        self.target = lab_stats(np.asarray(images)).mean(axis=0)
+        return self
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self.target is None:
+            raise RuntimeError("ReinhardNormaliser used before fit()")
+        images = np.asarray(images)
+        stats = lab_stats(images)
+        mean_t, std_t = self.target[:3], self.target[3:]
+        out = np.empty_like(images)
+        for i, im in enumerate(images):
+            lab = cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB).astype(np.float32)
+            scale = std_t / np.maximum(stats[i, 3:], MIN_STD)
+            lab = (lab - stats[i, :3]) * scale + mean_t
+            rgb = cv2.cvtColor(np.clip(np.rint(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+            rgb[im.max(axis=2) <= 20] = 0  # padding stays padding
+            out[i] = rgb
+        return out
+
+    def state(self) -> dict:
+        return {"method": "reinhard", "target": None if self.target is None else [float(v) for v in self.target]}
+
+    def token(self) -> str:
+        return "reinhard-" + ("unfitted" if self.target is None else ",".join(f"{v:.3f}" for v in self.target))
+
+
+def build_stain(method: str | None, target: Sequence[float] | None = None) -> ReinhardNormaliser | None:
+    """The stain step of ``data.stain`` (null or reinhard), optionally with a stored target."""
+    if method in (None, "none"):
+        return None
+    if method != "reinhard":
+        raise ValueError(f"data.stain must be null or 'reinhard', got {method!r}")
+    return ReinhardNormaliser(target)
