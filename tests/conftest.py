@@ -32,6 +32,12 @@ def pbc_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def lisc_root() -> Path:
+    """LISC (another lab), in class folders named as PBC names them."""
+    return _shared(SHARED / "data" / "lisc")
+
+
+@pytest.fixture(scope="session")
 def sr_models_dir() -> Path:
     return _shared(SR_MODELS)
 

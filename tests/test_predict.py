@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.helpers import FOLDERS, REPO_ROOT
+from tests.helpers import FOLDERS, PBC_MAP, REPO_ROOT, write_image
 from wbc.predict import CheckpointError, Predictor, load_checkpoint, run
 
 
@@ -164,6 +164,9 @@ def test_exit_codes_and_messages(trained, tmp_path):
     (tmp_path / "empty").mkdir()
     empty = predict(f"ckpt_path={ckpt}", f"input={tmp_path / 'empty'}")
     assert empty.returncode != 0 and "no files found" in empty.stdout + empty.stderr
+    no_ckpt = predict(f"input={tmp_path / 'empty'}")
+    assert no_ckpt.returncode == 2 and "Traceback" not in no_ckpt.stdout + no_ckpt.stderr
+    assert "ckpt_path is required (it is ??? in the config): add ckpt_path=..." in no_ckpt.stdout + no_ckpt.stderr
     missing = predict(f"ckpt_path={ckpt}", f"input={tmp_path / 'nowhere'}")
     assert missing.returncode != 0 and "input not found" in missing.stdout + missing.stderr
     (tmp_path / "only_bad").mkdir()
@@ -201,3 +204,82 @@ def test_bad_checkpoints_are_explained(trained, tmp_path):
     torch.save(wrong, tmp_path / "wrong.ckpt")
     with pytest.raises(CheckpointError, match="do not fit"):
         Predictor.from_checkpoint(tmp_path / "wrong.ckpt", device="cpu")
+
+
+def test_evaluate_says_which_folders_it_leaves_out(trained, tmp_path, caplog):
+    run_dir, _ = trained
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "lab"
+    # PBC's folder names map by default (class_map=null), as do folders named like the classes; platelet does not
+    for name, n in (("eosinophil", 3), ("basophil", 2), ("Monocyte", 2), ("platelet", 4)):
+        for i in range(n):
+            write_image(folder / name / f"{i}.png", rng)
+    write_image(folder / "loose.png", rng)
+    cfg = predict_cfg(tmp_path / "out", run_dir / "checkpoints/best.ckpt", folder, evaluate=True)
+    with caplog.at_level("INFO", logger="wbc.predict"):
+        assert run(cfg) == 0
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    warnings = [m for level, m in lines if level == "WARNING"]
+    assert any(
+        "folder platelet/ (4 images) is not in the class mapping" in m and "NOT evaluated" in m for m in warnings
+    )
+    assert any("1 images directly in" in m for m in warnings)
+    assert any(
+        "5 of 12 predicted files NOT evaluated" in m and "platelet/=4, in no class folder=1" in m for m in warnings
+    )
+    assert any("platelet: <class>" in m for m in warnings)  # how to map it, with every folder (a whole class_map)
+    assert any(m.startswith("evaluated 7 labelled files (5 unlabelled, not evaluated)") for _, m in lines)
+
+    evaluation = json.loads((tmp_path / "out/summary.json").read_text())["evaluation"]
+    assert evaluation["labelled"] == 7 and evaluation["unlabelled"] == 5
+    assert evaluation["unmapped_folders"] == {"platelet": 4} and evaluation["outside_class_folders"] == 1
+    assert evaluation["class_map"] == {
+        "Monocyte": "Monocyte",
+        "basophil": "Eosinophil/Basophil",
+        "eosinophil": "Eosinophil/Basophil",
+    }
+    metrics = json.loads((tmp_path / "out/metrics.json").read_text())
+    assert (metrics["labelled"], metrics["unlabelled"], metrics["unmapped_folders"]) == (7, 5, {"platelet": 4})
+    assert sum(map(sum, metrics["test_confusion_matrix"])) == 7
+    # Neutrophil and Lymphocyte are absent: null per-class values, outside the macro means (training's definition)
+    test = metrics["test"]
+    assert metrics["absent_classes"] == ["Neutrophil", "Lymphocyte"] == evaluation["absent_classes"]
+    assert all(
+        test[f"test/{m}/{c}"] is None for m in ("precision", "recall", "f1") for c in ("Neutrophil", "Lymphocyte")
+    )
+    f1 = [test[f"test/f1/{c}"] for c in ("Monocyte", "Eosinophil/Basophil")]
+    assert test["test/f1_macro"] == pytest.approx(sum(f1) / 2) and test["test/f1_macro_n_classes"] == 2
+    assert evaluation["f1_macro_n_classes"] == 2
+
+
+def test_evaluate_with_a_mapping_that_maps_nothing_says_which_key_to_set(trained, tmp_path, caplog):
+    run_dir, _ = trained
+    rng = np.random.default_rng(6)
+    for name in ("neut", "lymp", "mixt"):
+        write_image(tmp_path / "lab" / name / "a.png", rng)
+    cfg = predict_cfg(tmp_path / "out", run_dir / "checkpoints/best.ckpt", tmp_path / "lab", evaluate=True)
+    with caplog.at_level("INFO", logger="wbc.predict"):
+        assert run(cfg) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "none of the folders of" in error and "(lymp, mixt, neut)" in error
+    assert "set class_map, e.g. 'class_map={lymp: Lymphocyte, mixt: <class>, neut: Neutrophil}'" in error
+    assert not (tmp_path / "out/predictions.csv").exists()  # stopped before predicting
+    # a given class_map that leaves a folder out: the hint adds it
+    given = predict_cfg(tmp_path / "out2", cfg.ckpt_path, tmp_path / "lab", evaluate=True,
+                        class_map=OmegaConf.create({"neut": "Neutrophil", "lymp": "Lymphocyte"}))  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("INFO", logger="wbc.predict"):
+        assert run(given) == 0
+    assert any("+class_map.mixt=<class>" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    glob_input = predict_cfg(tmp_path / "out3", cfg.ckpt_path, str(tmp_path / "lab/*/*.png"), evaluate=True)
+    assert run(glob_input) == 2
+
+
+def test_evaluate_maps_pbc_folder_names_by_default(trained, tmp_path, lisc_root):
+    """A user's first evaluation: another lab's folder, named as PBC names its folders (LISC), no class_map."""
+    run_dir, _ = trained
+    cfg = predict_cfg(tmp_path / "out", run_dir / "checkpoints/best.ckpt", lisc_root, evaluate=True)
+    assert run(cfg) == 0
+    evaluation = json.loads((tmp_path / "out/summary.json").read_text())["evaluation"]
+    assert evaluation["labelled"] == 1287 and evaluation["unlabelled"] == 0 and evaluation["unmapped_folders"] == {}
+    assert evaluation["class_map"] == PBC_MAP  # the one definition: conf/data/pbc.yaml

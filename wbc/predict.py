@@ -15,18 +15,21 @@ import os
 import pickle
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from wbc.artefacts import _json_safe
 from wbc.data.decode import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, read_image
 from wbc.data.framing import locate_cell, measure_um_per_px
 from wbc.data.pipeline import Preprocessor
-from wbc.data.sources import ClassMapping, walk_files
+from wbc.data.sources import ClassMapping, pbc_class_map, walk_files
+from wbc.errors import UserError
 from wbc.models.module import CHECKPOINT_FORMAT, WBCClassifier
 from wbc.sr.stage import SuperResolver
 
@@ -215,19 +218,88 @@ def predict_files(
     return probs, errors
 
 
-def folder_labels(
-    files: Sequence[Path], root: Path | None, class_names: Sequence[str], class_map: dict[str, str] | None
-) -> list[int | None]:
-    """Class index of each file from its first folder below ``root`` (None when unmapped or outside it)."""
-    mapping = ClassMapping(class_names, class_map)
+def evaluation_mapping(class_names: Sequence[str], class_map: Mapping[str, str] | None) -> ClassMapping:
+    """The folder -> class mapping of ``evaluate=true``: ``class_map`` when given; else folders named like the
+    classes, and PBC's folder names (:func:`~wbc.data.sources.pbc_class_map`, the mapping ``data=pbc`` trains
+    with; LISC uses the same names) for the classes the checkpoint has."""
+    if class_map is not None:
+        return ClassMapping(class_names, dict(class_map), key="class_map")
+    mapping = {name.lower(): name for name in class_names}
+    for folder, name in pbc_class_map().items():
+        if name in class_names:
+            mapping.setdefault(folder.lower(), name)
+    default = ClassMapping(class_names, mapping, key="class_map")
+    default.given = False  # to change it, a user gives a whole class_map
+    return default
+
+
+@dataclass
+class FolderLabels:
+    """The class of each input file from its first folder below the input folder, and what was left out."""
+
+    labels: list[int | None]  # class index per file; None: not in a class folder the mapping knows
+    folders: dict[str, str]  # class folder -> class, for the folders that map
+    images: dict[str, int]  # image files per first-level folder ("" for files directly in the input folder)
+    unmapped: dict[str, int]  # folders the mapping does not know -> their image files
+    mapping: ClassMapping
+
+
+def folder_labels(files: Sequence[Path], root: Path | None, mapping: ClassMapping) -> FolderLabels:
+    """Label every file by its first folder below ``root``; a UserError when no folder maps onto a class."""
+    if root is None:
+        raise UserError(
+            "evaluate=true needs a folder of class folders as input (input=<folder> with <folder>/<class>/...), "
+            "not a single file or a glob"
+        )
     labels: list[int | None] = []
+    images: Counter[str] = Counter()
     for f in files:
         try:
-            parts = f.relative_to(root).parts if root is not None else ()
+            parts = f.relative_to(root).parts
         except ValueError:
             parts = ()
-        labels.append(mapping.index(parts[0]) if len(parts) > 1 else None)
-    return labels
+        folder = parts[0] if len(parts) > 1 else ""
+        labels.append(mapping.index(folder) if folder else None)
+        if is_image_file(f):
+            images[folder] += 1
+    seen = sorted(f for f in images if f)
+    folders = {f: mapping.class_names[i] for f in seen if (i := mapping.index(f)) is not None}
+    if not folders:
+        if not seen:
+            raise UserError(
+                f"evaluate=true: {root} holds no class folders (the images sit directly in it): evaluation needs "
+                f"<folder>/<class>/... (class_map maps folder names onto the classes {mapping.class_names})"
+            )
+        raise UserError(
+            f"evaluate=true: none of the folders of {root} ({', '.join(seen)}) maps onto the classes "
+            f"{mapping.class_names}: set class_map, e.g. {mapping.hint(seen)} (folders left out are predicted, "
+            f"not evaluated)"
+        )
+    unmapped = {f: images[f] for f in seen if f not in folders}
+    return FolderLabels(labels, folders, dict(images), unmapped, mapping)
+
+
+def report_folders(found: FolderLabels, root: Path) -> None:
+    """Say which folders are evaluated as which class, and loudly which are not."""
+    log.info(
+        "evaluate: %s",
+        ", ".join(f"{f}/ -> {c} ({found.images[f]} images)" for f, c in found.folders.items()),
+    )
+    for folder, count in found.unmapped.items():
+        log.warning(
+            "evaluate: folder %s/ (%d images) is not in the class mapping: its images are predicted, NOT evaluated",
+            folder,
+            count,
+        )
+    if found.images.get(""):
+        log.warning(
+            "evaluate: %d images directly in %s (in no class folder) are predicted, NOT evaluated",
+            found.images[""],
+            root,
+        )
+    if found.unmapped:
+        folders = list(found.unmapped) if found.mapping.given else [*found.folders, *found.unmapped]
+        log.warning("evaluate: to evaluate them, map them onto classes: %s", found.mapping.hint(sorted(folders)))
 
 
 def write_predictions(
@@ -283,6 +355,14 @@ def run(cfg: Any) -> int:
         log.error("no files found in %s", cfg.input)
         return 2
     names = predictor.class_names
+    found = None
+    if cfg.evaluate:  # before predicting: a mapping that maps nothing stops here, at once
+        try:
+            found = folder_labels(files, root, evaluation_mapping(names, cfg.class_map))
+        except UserError as err:
+            log.error("%s", err)
+            return 2
+        report_folders(found, root)
     cam = GradCAM(predictor.model) if cfg.gradcam else None
 
     def visualise(indices: list[int], images: np.ndarray, p: torch.Tensor) -> None:
@@ -299,12 +379,12 @@ def run(cfg: Any) -> int:
     probs, errors = predict_files(
         predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta, cfg.max_pixels, on_batch
     )
-    labels = folder_labels(files, root, names, cfg.class_map) if cfg.evaluate else None
+    labels = found.labels if found is not None else None
     write_predictions(out / "predictions.csv", files, names, probs, errors, labels)
     summary = summarise(files, names, probs, errors)
-    if cfg.evaluate:
-        summary["evaluation"] = evaluate(out, names, probs, errors, labels)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    if found is not None:
+        summary["evaluation"] = evaluate(out, names, probs, errors, found)
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, ensure_ascii=False))
     log.info(
         "predicted %d of %d files (%d errors): %s",
         summary["predicted"],
@@ -318,35 +398,77 @@ def run(cfg: Any) -> int:
     if summary["predicted"] == 0:
         log.error("no file could be predicted (%d errors; see %s)", len(errors), out / "predictions.csv")
         return 1
+    if found is not None:
+        return report_evaluation(summary["evaluation"], out)
+    return 0
+
+
+def report_evaluation(evaluation: dict[str, Any], out: Path) -> int:
+    """The console summary of an evaluation: labelled and unlabelled counts, what was left out; the exit code."""
+    labelled, unlabelled = evaluation["labelled"], evaluation["unlabelled"]
+    if not labelled:
+        log.error("evaluate: no file of the class folders could be predicted: nothing evaluated")
+        return 1
+    log.info(
+        "evaluated %d labelled files (%d unlabelled, not evaluated): accuracy %.4f, macro-F1 %.4f over %d classes; "
+        "written: %s",
+        labelled,
+        unlabelled,
+        evaluation["accuracy"],
+        evaluation["f1_macro"],
+        evaluation["f1_macro_n_classes"],
+        out / "metrics.json",
+    )
+    if unlabelled:
+        where = [f"{f}/={n}" for f, n in evaluation["unmapped_folders"].items()]
+        if evaluation["outside_class_folders"]:
+            where.append(f"in no class folder={evaluation['outside_class_folders']}")
+        log.warning(
+            "evaluate: %d of %d predicted files NOT evaluated (not in a class folder the mapping knows): %s",
+            unlabelled,
+            labelled + unlabelled,
+            ", ".join(where),
+        )
+    if evaluation["absent_classes"]:
+        log.warning(
+            "evaluate: no image of %s in the evaluated folders: no per-class values for them, and the macro "
+            "values average the other classes",
+            ", ".join(evaluation["absent_classes"]),
+        )
     return 0
 
 
 def evaluate(
-    out: Path, class_names: Sequence[str], probs: torch.Tensor, errors: dict[int, str], labels: Sequence[int | None]
+    out: Path, class_names: Sequence[str], probs: torch.Tensor, errors: dict[int, str], found: FolderLabels
 ) -> dict[str, Any]:
-    """Full metric set, confusion matrices and per-class chart against the folder labels."""
+    """Full metric set (the training's test metrics: :class:`~wbc.metrics.ClassificationMetrics`), confusion
+    matrices and per-class chart against the folder labels; metrics.json; returns the summary's part."""
     from wbc.artefacts import save_figures, write_json
     from wbc.metrics import ClassificationMetrics, prefixed
 
-    keep = [i for i, label in enumerate(labels) if label is not None and i not in errors]
+    predicted = [i for i in range(len(found.labels)) if i not in errors]
+    keep = [i for i in predicted if found.labels[i] is not None]
+    counts = {
+        "labelled": len(keep),  # predicted files in a class folder: evaluated
+        "unlabelled": len(predicted) - len(keep),  # predicted files outside the mapped folders: not evaluated
+        "unmapped_folders": found.unmapped,
+        "outside_class_folders": found.images.get("", 0),
+        "class_map": found.folders,
+    }
     if not keep:
-        log.warning("evaluate=true, but no predicted file sits in a class folder the mapping knows")
-        return {"labelled": 0}
+        return counts
     metrics = ClassificationMetrics(class_names)
-    metrics.update(probs[keep], torch.tensor([labels[i] for i in keep]))
+    metrics.update(probs[keep], torch.tensor([found.labels[i] for i in keep]))
     values = prefixed(metrics.compute(), "test")
     confusion = metrics.confusion_matrix()
+    absent = [c for c, row in zip(class_names, confusion.sum(dim=1).tolist(), strict=True) if row == 0]
     write_json(
         out / "metrics.json",
-        {
-            "test": values,
-            "test_confusion_matrix": confusion.tolist(),
-            "labelled": len(keep),
-            "unlabelled": len(labels) - len(keep),
-        },
+        {"test": values, "test_confusion_matrix": confusion.tolist(), **counts, "absent_classes": absent},
     )
     save_figures(out, class_names, confusion, values, history=[])
-    return {"labelled": len(keep), "accuracy": values["test/accuracy"], "f1_macro": values["test/f1_macro"]}
+    headline = {k.removeprefix("test/"): values[k] for k in ("test/accuracy", "test/f1_macro")}
+    return {**counts, **headline, "f1_macro_n_classes": values["test/f1_macro_n_classes"], "absent_classes": absent}
 
 
 def _relative(path: Path, root: Path | None, index: int) -> Path:

@@ -120,6 +120,17 @@ class ClassMapping:
         return f"'{self.key}={self.example(folders)}'"
 
 
+PBC_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "data" / "pbc.yaml"
+
+
+def pbc_class_map() -> dict[str, str]:
+    """PBC's folder names -> the four classes: ``data.source.class_map`` of conf/data/pbc.yaml, the one place
+    that says it (``data=pbc`` trains with it, ``predict.py evaluate=true`` maps folders with it by default)."""
+    from omegaconf import OmegaConf
+
+    return {str(k): str(v) for k, v in OmegaConf.load(PBC_CONFIG).source.class_map.items()}
+
+
 class FolderSource:
     """A labelled image folder. Class folders are the first level (below split folders, if any); images may
     sit at any depth below a class folder. Unknown class folders are reported and skipped."""
