@@ -91,12 +91,21 @@ def test_help_and_cfg_job():
     assert "method: bicubic" in job.stdout and "lr_scale: 2" in job.stdout
 
 
-def test_readme_folder_command_composes(tmp_path):
+def test_readme_folder_command_fits_a_real_layout(tmp_path, lisc_root):
     readme = (REPO_ROOT / "README.md").read_text()
-    line = next(x for x in readme.splitlines() if "data.source.class_map=" in x).strip()
+    line = next(x for x in readme.splitlines() if "'data.source.class_map=" in x).strip()
     override = line.strip("'")
-    cfg = compose_config(["data=folder", f"data.root={tmp_path}", override], tmp_path)
-    assert cfg.data.source.class_map["baso"] == "Eosinophil/Basophil"
+    cfg = compose_config(["data=folder", f"data.root={lisc_root}", override], tmp_path)
+    assert cfg.data.source.class_map["basophil"] == "Eosinophil/Basophil"
+    source = instantiate(cfg.data.source)
+    assert len(source.scan()) == 1287 and source.unknown_folders == {}  # every LISC folder maps
+
+
+def test_readme_run_folders_match_the_config():
+    readme = (REPO_ROOT / "README.md").read_text()
+    dirs = (CONF_DIR / "hydra" / "default.yaml").read_text()
+    assert "${now:%H-%M-%S}_${pid:}" in dirs and "outputs/runs/<date>/<time>_<pid>/" in readme
+    assert "<date>/<time>/" not in readme and "<date>/<time>`" not in readme
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "slurm"])
