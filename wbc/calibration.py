@@ -29,7 +29,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int =
         return loss
 
     opt.step(closure)
-    t = float(log_t.exp())
+    t = float(log_t.detach().exp())
     return t if torch.isfinite(torch.tensor(t)) and 1e-2 < t < 1e2 else 1.0
 
 

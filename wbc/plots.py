@@ -134,3 +134,31 @@ def plot_framing_examples(rows: Sequence[tuple[str, np.ndarray, np.ndarray | Non
                 ax.imshow(image, interpolation="nearest" if name != "source" else "antialiased")
             ax.set_title(f"{name}\n{title}" if name == "source" else name, fontsize=8)
     return fig
+
+
+def plot_cross_dataset(results: Sequence[dict]) -> Figure:
+    """Accuracy and macro-F1 per dataset (bars, with bootstrap 95 % intervals), without and with batch-norm
+    adaptation side by side."""
+    names = list(dict.fromkeys(r["name"] for r in results))
+    fig = Figure(figsize=(3 + 1.6 * len(names), 3.4), layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    for ax, key, label in zip(axes, ("accuracy", "f1_macro"), ("Accuracy", "Macro F1"), strict=True):
+        for j, adapt in enumerate((False, True)):
+            xs, ys, lo, hi = [], [], [], []
+            for i, name in enumerate(names):
+                r = next((r for r in results if r["name"] == name and r["adapt_bn"] == adapt and "metrics" in r), None)
+                if r is None:
+                    continue
+                v, ci = r["metrics"][key], r["ci95"][key]
+                xs.append(i + (j - 0.5) * 0.38)
+                ys.append(v)
+                lo.append(v - ci[0])
+                hi.append(ci[1] - v)
+            if xs:
+                ax.bar(xs, ys, 0.36, yerr=[lo, hi], capsize=3, label="adapt_bn" if adapt else "as trained")
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_ylim(0, 1)
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    return fig

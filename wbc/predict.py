@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wbc.adapt import MIN_IMAGES, adapt_batchnorm
 from wbc.artefacts import _json_safe
 from wbc.data.decode import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, read_image
 from wbc.data.framing import locate_cell, measure_um_per_px
@@ -109,6 +110,24 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
         views = [x] if not tta else [v for k in range(4) for v in (x.rot90(k, (2, 3)), x.rot90(k, (2, 3)).flip(3))]
         return torch.stack([self.model(v).float().softmax(1) for v in views]).mean(0).cpu()
+
+    def adapt(
+        self,
+        files: Sequence[Path],
+        batch_size: int = 64,
+        threads: int = 2,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        um_per_px: float | None = None,
+        min_images: int = MIN_IMAGES,
+    ) -> int:
+        """AdaBN (:mod:`wbc.adapt`): re-estimate the network's batch-norm statistics on ``files`` (one lab's
+        images, preprocessed as for prediction); returns the number of images used, or raises AdaptationError."""
+        batches = (
+            torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
+            for _, images, _ in iterate_batches(files, self.preprocessor, batch_size, threads, max_pixels, um_per_px)
+            if images is not None
+        )
+        return adapt_batchnorm(self.model, batches, min_images)
 
 
 def list_inputs(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:

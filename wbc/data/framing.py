@@ -96,7 +96,7 @@ def locate_cell(image: np.ndarray) -> CellLocation:
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     sh, sw = small.shape[:2]
     valid = small.max(axis=2) > PADDING_LEVEL
-    if valid.sum() < 64:
+    if min(h, w) < 16 or valid.sum() < 256:  # too small to hold a measurable cell
         return CellLocation(found=False)
     rgb = cv2.GaussianBlur(small, (3, 3), 0).astype(np.int16)
     purple = np.maximum(rgb[..., 0], rgb[..., 2]) - rgb[..., 1]
@@ -104,8 +104,8 @@ def locate_cell(image: np.ndarray) -> CellLocation:
     t_low, t_high = _otsu3(purple[valid])
 
     unit = min(sh, sw) / 100.0  # morphology sizes in hundredths of the analysis image
-    nuclei = ((purple > t_high) & valid).astype(np.uint8)
-    nuclei = cv2.morphologyEx(nuclei, cv2.MORPH_OPEN, _disc(0.8 * unit))
+    strong = ((purple > t_high) & valid).astype(np.uint8)
+    nuclei = cv2.morphologyEx(strong, cv2.MORPH_OPEN, _disc(0.8 * unit))
     nuclei = cv2.morphologyEx(nuclei, cv2.MORPH_CLOSE, _disc(3 * unit))  # join the lobes of one nucleus
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(nuclei, connectivity=8)
     background_colour = _background_colour(small, valid, purple, t_low)
@@ -118,7 +118,8 @@ def locate_cell(image: np.ndarray) -> CellLocation:
     pick = candidates[np.argmin(d[candidates])] + 1
     nucleus = (labels == pick).astype(np.uint8)
     contrast = float(np.median(purple[nucleus > 0])) - float(np.median(purple[valid & (purple <= t_low)]))
-    if nucleus.sum() < 4 * unit * unit or contrast < 25:
+    solid = float(strong[nucleus > 0].mean())  # a stained nucleus is dense; noise closed into a blob is not
+    if nucleus.sum() < 4 * unit * unit or contrast < 25 or solid < 0.7:
         return CellLocation(found=False, background=background_colour)
 
     hull = cv2.convexHull(cv2.findNonZero(nucleus))

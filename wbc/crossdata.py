@@ -1,0 +1,184 @@
+"""How a checkpoint holds up on other labs' images: evaluate it on several labelled folders, with and without
+batch-norm adaptation, and write a table with bootstrap 95 % intervals and a figure.
+
+`python scripts/cross_dataset.py ckpt_path=... 'datasets={lisc: ../shared/data/lisc, mylab: /data/mylab}'`
+Each folder is ``<class>/*`` (PBC's folder names map by default; ``class_map`` otherwise); each is taken as one
+domain (one lab): its pixel size (scale framing) and, with adaptation, its batch-norm statistics are its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wbc.calibration import expected_calibration_error
+from wbc.metrics import macro, rates_from_confusion
+from wbc.predict import (
+    Predictor,
+    evaluation_mapping,
+    folder_labels,
+    list_inputs,
+    measure_folder_um_per_px,
+    predict_files,
+)
+
+log = logging.getLogger(__name__)
+
+
+def headline(y: np.ndarray, pred: np.ndarray, probs: np.ndarray | None, n_classes: int) -> dict[str, float]:
+    """Accuracy, macro-F1 (over the classes present, as everywhere in wbc), per-class recall and ECE."""
+    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    rates = rates_from_confusion(torch.from_numpy(cm))
+    out = {"accuracy": float((y == pred).mean()), "f1_macro": macro(rates["f1"])[0]}
+    out |= {f"recall/{c}": float(v) for c, v in enumerate(rates["recall"].tolist())}
+    if probs is not None:
+        out["ece"] = expected_calibration_error(torch.from_numpy(probs), torch.from_numpy(y))
+    return out
+
+
+def bootstrap(
+    y: np.ndarray, probs: np.ndarray, n_classes: int, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Percentile 95 % intervals of :func:`headline`'s values over images resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    pred = probs.argmax(1)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        for k, v in headline(y[i], pred[i], probs[i], n_classes).items():
+            draws.setdefault(k, []).append(v)
+    return {k: tuple(float(q) for q in np.nanpercentile(v, [2.5, 97.5])) for k, v in draws.items()}
+
+
+def evaluate_folder(
+    predictor: Predictor,
+    folder: str | Path,
+    class_map: Mapping[str, str] | None = None,
+    adapt_bn: bool = False,
+    um_per_px: float | None = None,
+    batch_size: int = 64,
+    threads: int = 2,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was)."""
+    files, root = list_inputs(folder)
+    names = predictor.class_names
+    found = folder_labels(files, root, evaluation_mapping(names, class_map))
+    if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
+        um_per_px = measure_folder_um_per_px(files, threads)
+    saved = copy.deepcopy(predictor.model.state_dict()) if adapt_bn else None
+    try:
+        adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px) if adapt_bn else 0
+        probs, errors = predict_files(predictor, files, batch_size, threads, um_per_px=um_per_px)
+    finally:
+        if saved is not None:
+            predictor.model.load_state_dict(saved)
+    keep = [i for i, label in enumerate(found.labels) if label is not None and i not in errors]
+    y = np.array([found.labels[i] for i in keep], dtype=np.int64)
+    p = probs[keep].numpy().astype(np.float64)
+    result: dict[str, Any] = {
+        "folder": str(folder),
+        "adapt_bn": adapt_bn,
+        "images": len(keep),
+        "adapted_on": adapted,
+        "errors": len(errors),
+        "unmapped_folders": found.unmapped,
+        "um_per_px": um_per_px,
+        "per_class_images": {names[c]: int((y == c).sum()) for c in range(len(names))},
+    }
+    if len(keep):
+        result["metrics"] = headline(y, p.argmax(1), p, len(names))
+        result["ci95"] = bootstrap(y, p, len(names), n_boot)
+    return result
+
+
+def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], out: Path, title: str) -> None:
+    """cross_dataset.md / .csv (one row per folder and adaptation setting) and cross_dataset.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ["accuracy", "f1_macro", *[f"recall/{c}" for c in range(len(class_names))], "ece"]
+    heads = ["accuracy", "macro-F1", *[f"recall {n}" for n in class_names], "ECE"]
+    lines = [f"# {title}", "", "| dataset | adapt_bn | images | " + " | ".join(heads) + " |"]
+    lines.append("|" + "---|" * (3 + len(heads)))
+    rows = []
+    for r in results:
+        m, ci = r.get("metrics", {}), r.get("ci95", {})
+        cells = [_cell(m.get(k), ci.get(k)) for k in cols]
+        lines.append(
+            f"| {r['name']} | {'yes' if r['adapt_bn'] else 'no'} | {r['images']} | " + " | ".join(cells) + " |"
+        )
+        rows.append([r["name"], r["adapt_bn"], r["images"], *[m.get(k) for k in cols]])
+    lines += [
+        "",
+        "Values with bootstrap 95 % intervals over images (1,000 resamples); macro-F1 averages the classes "
+        "present in each folder; ECE: 15 equal-width confidence bins, after the checkpoint's temperature.",
+    ]
+    (out / "cross_dataset.md").write_text("\n".join(lines) + "\n")
+    with (out / "cross_dataset.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["dataset", "adapt_bn", "images", *cols], *rows])
+    from wbc.plots import plot_cross_dataset, save_figure
+
+    save_figure(plot_cross_dataset(results), out / "cross_dataset.png")
+
+
+def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def run(cfg: Any) -> int:
+    """The cross_dataset command; returns the exit code (2: bad checkpoint, folder or mapping)."""
+    from omegaconf import OmegaConf
+
+    from wbc.artefacts import write_json
+    from wbc.errors import UserError
+    from wbc.predict import CheckpointError
+
+    out = Path(cfg.output_dir)
+    try:
+        predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint)
+    except CheckpointError as err:
+        log.error("%s", err)
+        return 2
+    class_map = None if cfg.class_map is None else dict(cfg.class_map)
+    settings = list(cfg.adapt_bn) if OmegaConf.is_list(cfg.adapt_bn) else [cfg.adapt_bn]
+    results = []
+    for name, folder in dict(cfg.datasets).items():
+        for adapt in settings:
+            try:
+                r = evaluate_folder(
+                    predictor,
+                    folder,
+                    class_map,
+                    bool(adapt),
+                    cfg.um_per_px,
+                    cfg.batch_size,
+                    cfg.decode_threads,
+                    cfg.bootstrap,
+                )
+            except (UserError, FileNotFoundError, ValueError) as err:
+                log.error("%s: %s", name, err)
+                return 2
+            r["name"] = name
+            m = r.get("metrics", {})
+            log.info(
+                "%s (adapt_bn=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
+                name,
+                adapt,
+                r["images"],
+                m.get("accuracy", float("nan")),
+                m.get("f1_macro", float("nan")),
+                m.get("ece"),
+            )
+            results.append(r)
+    write_json(out / "cross_dataset.json", {"checkpoint": str(cfg.ckpt_path), "results": results})
+    write_report(results, predictor.class_names, out, f"Cross-dataset evaluation of {cfg.ckpt_path}")
+    log.info("report: %s", out / "cross_dataset.md")
+    return 0
