@@ -194,9 +194,9 @@ def _claims(base, methods):
     ids=["3seeds", "5seeds-noisy", "3seeds-image-effects", "5seeds-image-effects"],
 )
 def test_true_null_is_reported_as_no_difference(seeds, seed_sd, image_sd):
-    """Two methods no better than the baseline (identical per-image accuracy, training noise per seed, and in two
-    cases, for one method, per-image effects that cancel over cells): the report says helped or hurt for either method in at most
-    about 5% of 300 repetitions (family-wise, with Holm)."""
+    """Methods no better than the baseline (identical per-image accuracy and training noise per seed; in two cases
+    one method with per-image effects that cancel over cells): the report says helped or hurt for any method in at
+    most about 5% of 300 repetitions (family-wise, with Holm)."""
     rng = np.random.default_rng(seeds * 1000 + int(10 * image_sd))
     base, methods = _simulated_reports(rng, 300, seeds, 300, seed_sd, image_sd)
     any_claim = _claims(base, methods).any(axis=1).mean()
