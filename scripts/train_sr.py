@@ -2,6 +2,8 @@
 
     python scripts/train_sr.py sr=edsr data=pbc data.root=/path/to/PBC data.image_size=128 data.lr_scale=4
 
+(data.lr_scale defaults to auto: sr_study_scale, 4, for an SR method, as in train.py.)
+
 Uses the training config (conf/train.yaml): the same data, split and SR settings as `train.py`, so the
 weights it stores under paths.cache_dir/sr are the ones every later run of that configuration reuses. Trains on
 the training split only; reports PSNR/SSIM of SR and bicubic against the reference on the val and test splits.
@@ -30,6 +32,9 @@ log = logging.getLogger("train_sr")
 def main(cfg: DictConfig) -> None:
     import numpy as np
 
+    from wbc.sr.study import resolve_lr_scale
+
+    resolve_lr_scale(cfg)  # data.lr_scale=auto: sr_study_scale for an SR method, as in train.py
     if cfg.data.lr_scale < 2 or cfg.sr.method in ("none", "bicubic"):
         sys.exit("train_sr needs a trainable method (sr=espcn or sr=edsr) and data.lr_scale >= 2")
     out = Path(cfg.paths.output_dir)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from wbc.data.synthetic import SyntheticSource
+from wbc.sr.study import resolve_lr_scale
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -46,6 +47,8 @@ def compose_config(overrides: list[str], tmp_path: Path, config_name: str = "tra
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path / "cache")
         del cfg.hydra
+    if config_name == "train":
+        resolve_lr_scale(cfg)  # data.lr_scale=auto -> an integer, as train.py's recipe does first
     return cfg
 
 

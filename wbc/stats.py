@@ -117,6 +117,7 @@ def paired_comparison(
     correct_a: Sequence[np.ndarray] | np.ndarray,
     correct_b: Sequence[np.ndarray] | np.ndarray,
     confidence: float = 0.95,
+    same_images: bool = True,
 ) -> dict[str, Any]:
     """Accuracy difference A - B over paired runs (one per seed) on the same test images: estimate, interval, p.
 
@@ -127,8 +128,9 @@ def paired_comparison(
     multiplicity correction: (t_{1-alpha/2, df} + t_{power, df}) * se).
 
     - 2 or more seeds on identical images: the crossed seeds x images analysis of the module docstring.
-    - 2 or more seeds whose test images differ (different split seeds): a paired t-test over seeds of the
-      per-seed accuracy differences (each seed's own test images; df = seeds - 1).
+    - 2 or more seeds whose test images differ (different split seeds; ``same_images=False`` or arrays of
+      different lengths): a paired t-test over seeds of the per-seed accuracy differences (each seed's own test
+      images, so test-set sampling is in their spread; df = seeds - 1).
     - 1 seed: McNemar's exact test on the discordant images and a normal interval over images. Training noise
       is not measured: ``method`` says "1 seed" and a verdict from it covers this training run only.
     """
@@ -159,7 +161,7 @@ def paired_comparison(
             "mdd": (z + float(stats.norm.ppf(POWER))) * se,
         }
         return out
-    if len({len(d) for d in d_rows}) == 1:
+    if same_images and len({len(d) for d in d_rows}) == 1:
         table = np.stack(d_rows)
         diff = float(table.mean())
         var, df, parts = _crossed_variance(table)

@@ -26,6 +26,7 @@ from wbc.metrics import reported
 from wbc.plots import plot_framing_examples, save_figure
 from wbc.provenance import provenance
 from wbc.sr.report import report_sr
+from wbc.sr.study import resolve_lr_scale, run_choices
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, test the best checkpoint, write the run's artefacts; return metrics.json's content."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    lr_scale_auto = resolve_lr_scale(cfg)  # data.lr_scale=auto -> an integer, before anything reads the config
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    run_info = {**provenance(), "output_dir": str(out)}
+    identity = describe(cfg, lr_scale_auto)
+    run_info = {**provenance(), "output_dir": str(out), "choices": identity["choices"]}
     if cfg.data.lr_scale == 1 and cfg.sr.method != "none":
-        # At f=1 there is nothing to super-resolve: this run would repeat the sr=none reference. A sweep over
-        # sr x lr_scale includes such points; skip them instead of spending a training run on a duplicate.
-        log.warning("sr=%s at data.lr_scale=1 is the reference (sr=none); run skipped", cfg.sr.method)
-        result = {"skipped": "sr at lr_scale=1 equals the sr=none reference", "run": describe(cfg)}
+        # Only with data.lr_scale=1 given explicitly (auto gives an SR method f=sr_study_scale): at f=1 there is
+        # nothing to super-resolve and this run would repeat the sr=none reference. A sweep over sr x lr_scale
+        # includes such points; skip them instead of spending a training run on a duplicate.
+        log.warning(
+            "sr=%s with data.lr_scale=1 given explicitly: nothing to super-resolve, the run would equal the sr=none "
+            "reference; skipped (data.lr_scale=auto, the default, runs sr=%s at f=%s)",
+            identity["sr"],
+            identity["sr"],
+            cfg.get("sr_study_scale", 4),
+        )
+        result = {"skipped": "sr at lr_scale=1 equals the sr=none reference", "run": identity}
         write_json(out / "metrics.json", result)
         write_json(out / "run.json", run_info)
         return result
@@ -77,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
-    sr_metrics, sr_timing = report_sr(datamodule, cfg.sr.method, out, tb) if cfg.data.lr_scale > 1 else (None, {})
+    sr_metrics, sr_timing = report_sr(datamodule, identity["sr"], out, tb) if cfg.data.lr_scale > 1 else (None, {})
     ckpt_path = resume_checkpoint(out, cfg.get("ckpt_path"))
     started = time.perf_counter()
     with interrupt.exit_status():  # 130 after Ctrl-C, 143 after SIGTERM, once the checkpoint is saved
@@ -105,7 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
     result: dict[str, Any] = {
-        "run": describe(cfg),
+        "run": identity,
         "data": {
             **{split: len(samples) for split, samples in datamodule.samples.items()},
             "excluded": len(datamodule.excluded),
@@ -172,17 +182,32 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
-def describe(cfg: DictConfig) -> dict[str, Any]:
-    """What identifies a run in a sweep: the axes the comparison groups by, and the seeds."""
+def describe(cfg: DictConfig, lr_scale_auto: str | None = None) -> dict[str, Any]:
+    """What identifies a run in a sweep: the axes the comparison groups by, and the seeds.
+
+    ``data``, ``model`` and ``sr`` are the config options the run was composed from (Hydra's choices: sr=edsr and
+    sr=edsr_small are two methods, a folder source without a name is its data option); ``sr_method``, ``sr_arch``
+    and ``net`` say what those options contain. ``lr_scale`` is the integer the run used; ``lr_scale_auto`` says
+    why when it came from data.lr_scale=auto.
+    """
+    choices = run_choices(cfg)
+    arch = cfg.sr.get("arch")
     return {
         "seed": cfg.seed,
         "split_seed": cfg.data.split_seed,
-        "source": cfg.data.source.get("name", "synthetic"),
+        "data": choices["data"],
+        "source": cfg.data.source.get("name") or choices["data"],
         "image_size": cfg.data.image_size,
         "lr_scale": cfg.data.lr_scale,
-        "sr": cfg.sr.method,
+        "lr_scale_auto": lr_scale_auto,
+        "sr": choices["sr"],
+        "sr_method": cfg.sr.method,
         "sr_backend": cfg.sr.get("backend", "torch"),
-        "model": cfg.model.net.name,
+        "sr_arch": OmegaConf.to_container(arch, resolve=True) if arch is not None else None,
+        "sr_weights": str(cfg.sr.weights) if cfg.sr.get("weights") else None,
+        "model": choices["model"],
+        "net": cfg.model.net.name,
+        "choices": choices,
         "class_names": list(cfg.class_names),
     }
 
