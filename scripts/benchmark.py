@@ -425,7 +425,7 @@ def part_predict(args) -> dict:
         trainer.save_checkpoint(ckpt)
         predictor = Predictor.from_checkpoint(ckpt, device="cpu")
         start = time.perf_counter()
-        probs, errors = predict_files(predictor, files, batch_size=64, threads=args.decode_threads)
+        probs, errors, _ = predict_files(predictor, files, batch_size=64, threads=args.decode_threads)
         ours = len(files) / (time.perf_counter() - start)
         images = predictor.preprocessor([read_image(f, min_size=size) for f in files])
         # the bare model gets the faster of the two memory layouts (channels-last is what predict.py feeds it)

@@ -76,7 +76,7 @@ def evaluate_folder(
     saved = copy.deepcopy(predictor.model.state_dict()) if adapt_bn else None
     try:
         adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px) if adapt_bn else 0
-        probs, errors = predict_files(predictor, files, batch_size, threads, um_per_px=um_per_px)
+        probs, errors, _ = predict_files(predictor, files, batch_size, threads, um_per_px=um_per_px)
     finally:
         if saved is not None:
             predictor.model.load_state_dict(saved)

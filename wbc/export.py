@@ -36,6 +36,7 @@ class ExportedClassifier(nn.Module):
         self.net = model.net
         self.register_buffer("mean", model.mean.clone())
         self.register_buffer("std", model.std.clone())
+        self.register_buffer("temperature", model.temperature.clone())
         self.scale = pre.lr_scale
         self.sr = restorer.model if (pre.lr_scale > 1 and restorer.model is not None) else None
         self.mode = {"none": "bilinear", "bicubic": "bicubic"}.get(restorer.method, "bilinear")
@@ -49,7 +50,7 @@ class ExportedClassifier(nn.Module):
             else:
                 x = F.interpolate(x, scale_factor=float(self.scale), mode=self.mode, align_corners=False)
             x = torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
-        return self.net((x - self.mean) / self.std).softmax(dim=1)
+        return (self.net((x - self.mean) / self.std) / self.temperature).softmax(dim=1)
 
 
 def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batch: int = 5) -> dict[str, float]:
@@ -57,6 +58,14 @@ def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = ExportedClassifier(predictor).cpu().eval()
+    steps = predictor.preprocessor.describe()
+    if steps["framing"] != "centre" or steps["stain"]:
+        log.warning(
+            "the exported model starts after framing (%s) and stain normalisation (%s): feed it crops that "
+            "wbc.data.pipeline.Preprocessor.reference (and .normalise) made, reduced to the input size",
+            steps["framing"],
+            (steps["stain"] or {}).get("method"),
+        )
     size = module.input_size
     example = torch.rand(2, 3, size, size) * 255
     rng = np.random.default_rng(0)

@@ -162,3 +162,15 @@ def plot_cross_dataset(results: Sequence[dict]) -> Figure:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
     return fig
+
+
+def plot_coverage_accuracy(curve: Sequence[dict]) -> Figure:
+    """Accuracy of the predictions kept against the share kept, the most confident first."""
+    fig = Figure(figsize=(4.4, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([r["coverage"] for r in curve], [r["accuracy"] for r in curve], marker="o", ms=3)
+    ax.set_xlabel("coverage (share of images kept, most confident first)")
+    ax.set_ylabel("accuracy of those kept")
+    ax.set_xlim(0, 1.02)
+    ax.grid(alpha=0.3)
+    return fig

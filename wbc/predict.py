@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wbc.adapt import MIN_IMAGES, adapt_batchnorm
+from wbc.adapt import MIN_IMAGES, AdaptationError, adapt_batchnorm
 from wbc.artefacts import _json_safe
 from wbc.data.decode import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, read_image
 from wbc.data.framing import locate_cell, measure_um_per_px
@@ -124,7 +124,7 @@ class Predictor:
         images, preprocessed as for prediction); returns the number of images used, or raises AdaptationError."""
         batches = (
             torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
-            for _, images, _ in iterate_batches(files, self.preprocessor, batch_size, threads, max_pixels, um_per_px)
+            for _, images, _, _ in iterate_batches(files, self.preprocessor, batch_size, threads, max_pixels, um_per_px)
             if images is not None
         )
         return adapt_batchnorm(self.model, batches, min_images)
@@ -148,13 +148,13 @@ def list_inputs(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
 
 def _load(
     path: Path, preprocessor: Preprocessor, max_pixels: int | None, um_per_px: float | None = None
-) -> np.ndarray | str:
-    """The S x S reference of one file, or the problem that stopped it (never raises)."""
+) -> tuple[np.ndarray, list[str]] | str:
+    """The S x S reference of one file and its review notes, or the problem that stopped it (never raises)."""
     if not is_image_file(path):
         return f"not an image file type ({path.suffix or 'no extension'}); skipped"
     try:
         image = read_image(path, max_pixels=max_pixels, min_size=preprocessor.decode_min_size)
-        return preprocessor.reference(image, um_per_px)
+        return preprocessor.prepare(image, um_per_px)
     except ImageReadError as err:
         return err.problem
     except Exception as err:  # one bad file never stops a folder
@@ -168,8 +168,9 @@ def iterate_batches(
     threads: int = 2,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     um_per_px: float | None = None,
-) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
-    """Yield (indices, (n, S, S, 3) classifier inputs, {index: error}) per batch; decoding runs ahead in threads."""
+) -> Iterator[tuple[list[int], np.ndarray, dict[int, str], dict[int, list[str]]]]:
+    """Yield (indices, (n, S, S, 3) classifier inputs, {index: error}, {index: review notes}) per batch; decoding
+    runs ahead in threads."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
         pending: list[Future] = []
         ahead = 2 * batch_size  # decode at most two batches ahead: bounded memory on huge folders
@@ -184,8 +185,10 @@ def iterate_batches(
                 pending[i] = None  # free decoded images as soon as they are consumed
             good = [(start + j, r) for j, r in enumerate(results) if not isinstance(r, str)]
             errors = {start + j: r for j, r in enumerate(results) if isinstance(r, str)}
-            images = preprocessor.restore(preprocessor.normalise(np.stack([r for _, r in good]))) if good else None
-            yield [i for i, _ in good], images, errors
+            notes = {i: r[1] for i, r in good if r[1]}
+            references = np.stack([r[0] for _, r in good]) if good else None
+            images = preprocessor.restore(preprocessor.normalise(references)) if good else None
+            yield [i for i, _ in good], images, errors, notes
 
 
 def measure_folder_um_per_px(
@@ -215,26 +218,29 @@ def predict_files(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     on_batch: Callable[[list[int], np.ndarray, torch.Tensor], None] | None = None,
     um_per_px: float | None = None,
-) -> tuple[torch.Tensor, dict[int, str]]:
-    """Probabilities (N, C; NaN rows for files that failed) and {index: error} for every file.
+) -> tuple[torch.Tensor, dict[int, str], dict[int, list[str]]]:
+    """Probabilities (N, C; NaN rows for files that failed), {index: error} and {index: review notes from the
+    input (no cell found, low resolution, grey-scale)} for every file.
 
     Scale framing needs the images' pixel size: ``um_per_px`` when given, else measured on the red cells of the
     files (one microscope per call); per image when too few are measurable."""
     probs = torch.full((len(files), len(predictor.class_names)), float("nan"))
     errors: dict[int, str] = {}
+    notes: dict[int, list[str]] = {}
     if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
         um_per_px = measure_folder_um_per_px(files, threads, max_pixels=max_pixels)
         log.info("scale framing: %s um per pixel measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
-    for indices, images, batch_errors in iterate_batches(
+    for indices, images, batch_errors, batch_notes in iterate_batches(
         files, predictor.preprocessor, batch_size, threads, max_pixels, um_per_px
     ):
         errors.update(batch_errors)
+        notes.update(batch_notes)
         if indices:
             p = predictor.probabilities(images, tta=tta)
             probs[indices] = p
             if on_batch is not None:
                 on_batch(indices, images, p)
-    return probs, errors
+    return probs, errors, notes
 
 
 def evaluation_mapping(class_names: Sequence[str], class_map: Mapping[str, str] | None) -> ClassMapping:
@@ -328,20 +334,42 @@ def write_predictions(
     probs: torch.Tensor,
     errors: dict[int, str],
     labels: Sequence[int | None] | None = None,
+    review: dict[int, str] | None = None,
 ) -> None:
-    """The CSV: one row per file with path, (label,) predicted class, confidence, probabilities, error."""
+    """The CSV: one row per file with path, (label,) predicted class, confidence, probabilities, review (why a
+    person should look at it; empty when nothing calls for it), error."""
+    review = review or {}
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         head = ["path"] + (["label"] if labels is not None else [])
-        writer.writerow(head + ["predicted", "confidence", *[f"p/{c}" for c in class_names], "error"])
+        writer.writerow(head + ["predicted", "confidence", *[f"p/{c}" for c in class_names], "review", "error"])
         for i, file in enumerate(files):
             row = [str(file)] + ([class_names[labels[i]] if labels[i] is not None else ""] if labels else [])
             if i in errors:
-                writer.writerow(row + ["", "", *[""] * len(class_names), errors[i]])
+                writer.writerow(row + ["", "", *[""] * len(class_names), "", errors[i]])
                 continue
             p = probs[i]
             k = int(p.argmax())
-            writer.writerow(row + [class_names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p], ""])
+            values = [class_names[k], f"{float(p[k]):.6f}", *[f"{float(v):.6f}" for v in p], review.get(i, ""), ""]
+            writer.writerow(row + values)
+
+
+def review_reasons(
+    probs: torch.Tensor, errors: dict[int, str], notes: dict[int, list[str]], min_confidence: float
+) -> dict[int, str]:
+    """{index: why a person should check this prediction}: the input's own notes (no cell found, low
+    resolution, grey-scale) and a calibrated confidence below ``min_confidence``."""
+    reasons: dict[int, str] = {}
+    for i in range(len(probs)):
+        if i in errors:
+            continue
+        why = list(notes.get(i, []))
+        confidence = float(probs[i].max())
+        if confidence < min_confidence:
+            why.append(f"low confidence ({confidence:.2f})")
+        if why:
+            reasons[i] = "; ".join(why)
+    return reasons
 
 
 def summarise(
@@ -395,12 +423,28 @@ def run(cfg: Any) -> int:
                 save_gradcam(images[j], heat[j], f"{names[k]}", out / "gradcam" / rel)
 
     on_batch = visualise if (cfg.save_overlays or cfg.gradcam) else None
-    probs, errors = predict_files(
-        predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta, cfg.max_pixels, on_batch
+    um_per_px = cfg.get("um_per_px")
+    if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
+        um_per_px = measure_folder_um_per_px(files, cfg.decode_threads, max_pixels=cfg.max_pixels)
+        log.info("scale framing: %s um per pixel, measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
+    adapted = None
+    if cfg.get("adapt_bn"):
+        try:
+            adapted = predictor.adapt(
+                files, cfg.batch_size, cfg.decode_threads, cfg.max_pixels, um_per_px, cfg.adapt_min_images
+            )
+        except AdaptationError as err:
+            log.error("%s", err)
+            return 2
+        log.info("adapt_bn: batch-norm statistics re-estimated on %d images of the input", adapted)
+    probs, errors, notes = predict_files(
+        predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta, cfg.max_pixels, on_batch, um_per_px
     )
+    review = review_reasons(probs, errors, notes, cfg.review_confidence)
     labels = found.labels if found is not None else None
-    write_predictions(out / "predictions.csv", files, names, probs, errors, labels)
+    write_predictions(out / "predictions.csv", files, names, probs, errors, labels, review)
     summary = summarise(files, names, probs, errors)
+    summary |= {"review": len(review), "adapt_bn_images": adapted, "um_per_px": um_per_px}
     if found is not None:
         summary["evaluation"] = evaluate(out, names, probs, errors, found)
     (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, ensure_ascii=False))
@@ -413,6 +457,8 @@ def run(cfg: Any) -> int:
     )
     for path, why in summary["error_files"].items():
         log.warning("%s: %s", path, why)
+    if review:
+        log.warning("%d prediction(s) flagged for review (column 'review' of predictions.csv)", len(review))
     log.info("written: %s", out / "predictions.csv")
     if summary["predicted"] == 0:
         log.error("no file could be predicted (%d errors; see %s)", len(errors), out / "predictions.csv")
@@ -463,7 +509,9 @@ def evaluate(
     """Full metric set (the training's test metrics: :class:`~wbc.metrics.ClassificationMetrics`), confusion
     matrices and per-class chart against the folder labels; metrics.json; returns the summary's part."""
     from wbc.artefacts import save_figures, write_json
+    from wbc.calibration import expected_calibration_error
     from wbc.metrics import ClassificationMetrics, prefixed
+    from wbc.plots import plot_coverage_accuracy, save_figure
 
     predicted = [i for i in range(len(found.labels)) if i not in errors]
     keep = [i for i in predicted if found.labels[i] is not None]
@@ -486,8 +534,37 @@ def evaluate(
         {"test": values, "test_confusion_matrix": confusion.tolist(), **counts, "absent_classes": absent},
     )
     save_figures(out, class_names, confusion, values, history=[])
+    target = torch.tensor([found.labels[i] for i in keep])
+    ece = expected_calibration_error(probs[keep], target)
+    curve = coverage_accuracy(probs[keep], target)
+    write_json(out / "coverage_accuracy.json", curve)
+    save_figure(plot_coverage_accuracy(curve), out / "coverage_accuracy.png")
     headline = {k.removeprefix("test/"): values[k] for k in ("test/accuracy", "test/f1_macro")}
-    return {**counts, **headline, "f1_macro_n_classes": values["test/f1_macro_n_classes"], "absent_classes": absent}
+    return {
+        **counts,
+        **headline,
+        "f1_macro_n_classes": values["test/f1_macro_n_classes"],
+        "ece": ece,
+        "absent_classes": absent,
+    }
+
+
+def coverage_accuracy(probs: torch.Tensor, target: torch.Tensor, points: int = 20) -> list[dict[str, float]]:
+    """Accuracy of the most confident predictions as a function of how many are kept (the rest go to a person):
+    rows of coverage (share kept), the confidence threshold that keeps them, and their accuracy."""
+    confidence, predicted = probs.max(dim=1)
+    order = torch.argsort(confidence, descending=True)
+    correct = (predicted == target)[order].double().cumsum(0)
+    rows = []
+    for k in sorted({max(1, round(len(order) * q / points)) for q in range(1, points + 1)}):
+        rows.append(
+            {
+                "coverage": k / len(order),
+                "threshold": float(confidence[order[k - 1]]),
+                "accuracy": float(correct[k - 1] / k),
+            }
+        )
+    return rows
 
 
 def _relative(path: Path, root: Path | None, index: int) -> Path:

@@ -21,6 +21,15 @@ from wbc.data.resize import reduce, resize_to
 from wbc.data.stain import ReinhardNormaliser, build_stain
 
 
+def is_grey(image: np.ndarray, tolerance: int = 6) -> bool:
+    """Whether an RGB image carries (almost) no colour: its channels differ by at most ``tolerance`` levels in
+    99 % of the pixels. Stained smears are colourful; a grey-scale copy has lost the stain's information."""
+    step = max(1, image.shape[0] * image.shape[1] // 65536)  # a sample of pixels is enough
+    px = image.reshape(-1, 3)[::step].astype(np.int16)
+    spread = px.max(axis=1) - px.min(axis=1)
+    return float(np.percentile(spread, 99)) <= tolerance
+
+
 class Restorer(Protocol):
     """Brings a batch of (S/f) x (S/f) uint8 NHWC images back to S x S (the SR stage or a plain resize)."""
 
@@ -63,6 +72,18 @@ class Preprocessor:
     ) -> np.ndarray:
         """The S x S high-resolution reference of one decoded image (framed, not yet stain-normalised)."""
         return resize_to(self.framing(image, um_per_px, location).image, self.image_size)
+
+    def prepare(self, image: np.ndarray, um_per_px: float | None = None) -> tuple[np.ndarray, list[str]]:
+        """The reference of one image for prediction, and why its prediction deserves a second look (reasons
+        that come from the input itself: no cell found, too few pixels for the model, no colour)."""
+        framed = self.framing(image, um_per_px)
+        notes = ["no cell found"] if framed.note.startswith("no cell found") else []
+        side = min(framed.image.shape[:2])
+        if 2 * side <= self.image_size:
+            notes.append(f"low resolution ({side} px enlarged to {self.image_size})")
+        if is_grey(image):
+            notes.append("grey-scale image")
+        return resize_to(framed.image, self.image_size), notes
 
     def normalise(self, references: np.ndarray) -> np.ndarray:
         """Stain normalisation of a batch of references (identity without a stain step)."""

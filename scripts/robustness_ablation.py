@@ -1,0 +1,124 @@
+"""Which part of experiment=pbc_robust helps on other labs' images: train each recipe on PBC, evaluate it on
+held-out PBC and on other labs' labelled folders, with and without batch-norm adaptation.
+
+    python scripts/robustness_ablation.py --pbc ../shared/data/pbc --eval lisc=../shared/data/lisc
+
+Recipes: baseline (centre framing, no stain step, default augmentation), +framing (scale), +stain (reinhard),
++augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment).
+AdaBN is an evaluation setting, so every recipe is reported with and without it. Resumable: a recipe whose run
+folder holds metrics.json is not trained again, and an evaluation that exists is not repeated. Writes
+<out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py call (`-- trainer=gpu seed=1`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {  # overrides on top of experiment=pbc_robust (scale framing, robust augmentation, no stain step)
+    "baseline": ["data.framing=centre", "data/augment=default"],
+    "+framing": ["data/augment=default"],
+    "+stain": ["data.framing=centre", "data.stain=reinhard", "data/augment=default"],
+    "+augment": ["data.framing=centre"],
+    "recipe": [],  # framing + augment: experiment=pbc_robust as it is
+    "all": ["data.stain=reinhard"],
+}
+
+
+def train(name: str, out: Path, pbc: str, extra: list[str]) -> Path:
+    run = out / name.replace("+", "plus_")
+    if (run / "metrics.json").exists():
+        return run
+    cmd = [sys.executable, "train.py", "experiment=pbc_robust", f"data.root={pbc}", *RECIPES[name], *extra,
+           f"hydra.run.dir={run}", "logger=csv"]  # fmt: skip
+    print("training", name, ":", " ".join(cmd[1:]), flush=True)
+    started = time.time()
+    with open(out / f"{run.name}.log", "w") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    print(f"  {name}: {time.time() - started:.0f} s", flush=True)
+    return run
+
+
+def evaluate(run: Path, datasets: dict[str, str], extra: list[str]) -> dict:
+    report = run / "cross" / "cross_dataset.json"
+    if not report.exists():
+        sets = ", ".join(f"{k}: {v}" for k, v in datasets.items())
+        cmd = [sys.executable, "scripts/cross_dataset.py", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+               f"datasets={{{sets}}}", f"hydra.run.dir={run / 'cross'}", *extra]  # fmt: skip
+        with open(run / "cross.log", "w") as log:
+            subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return json.loads(report.read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pbc", default=str(ROOT.parent / "shared" / "data" / "pbc"))
+    parser.add_argument("--eval", action="append", default=[], help="name=folder of another lab (repeatable)")
+    parser.add_argument("--out", default="outputs/ablation")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--jobs", type=int, default=1, help="recipes trained at once (a GPU machine: 3-5)")
+    parser.add_argument("--eval-args", default="", help="extra overrides for cross_dataset.py, space-separated")
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    datasets = dict(e.split("=", 1) for e in args.eval)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.recipes.split(",")
+
+    def job(name: str) -> tuple[Path, dict | None]:
+        run = train(name, out, args.pbc, extra)
+        return run, evaluate(run, datasets, args.eval_args.split()) if datasets else None
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = dict(zip(names, pool.map(job, names), strict=True))
+    rows = []
+    for name, (run, cross) in done.items():
+        metrics = json.loads((run / "metrics.json").read_text())
+        row = {
+            "recipe": name,
+            "pbc_test_accuracy": metrics["test"]["test/accuracy"],
+            "pbc_test_f1_macro": metrics["test"]["test/f1_macro"],
+            "fit_seconds": json.loads((run / "run.json").read_text()).get("fit_seconds"),
+            "temperature": (metrics.get("calibration") or {}).get("temperature"),
+        }
+        if cross:
+            for r in cross["results"]:
+                key = f"{r['name']}{'_adabn' if r['adapt_bn'] else ''}"
+                row[f"{key}_f1_macro"] = r["metrics"]["f1_macro"]
+                row[f"{key}_f1_ci95"] = r["ci95"]["f1_macro"]
+                row[f"{key}_accuracy"] = r["metrics"]["accuracy"]
+                row[f"{key}_ece"] = r["metrics"]["ece"]
+        rows.append(row)
+    (out / "ablation.json").write_text(json.dumps({"extra_overrides": extra, "rows": rows}, indent=1))
+    write_table(rows, datasets, out / "ablation.md", extra)
+    print((out / "ablation.md").read_text())
+    return 0
+
+
+def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: list[str]) -> None:
+    head = ["recipe", "PBC test acc", "PBC test macro-F1"]
+    for name in datasets:
+        head += [f"{name} macro-F1", f"{name} macro-F1 AdaBN", f"{name} ECE", f"{name} ECE AdaBN"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["recipe"], f"{r['pbc_test_accuracy']:.4f}", f"{r['pbc_test_f1_macro']:.4f}"]
+        for name in datasets:
+            for key in (name, f"{name}_adabn"):
+                ci = r.get(f"{key}_f1_ci95")
+                cells.append(f"{r[f'{key}_f1_macro']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a")
+            cells += [f"{r.get(f'{name}_ece', float('nan')):.3f}", f"{r.get(f'{name}_adabn_ece', float('nan')):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = f"Extra overrides: `{' '.join(extra)}`." if extra else ""
+    path.write_text("\n".join(lines) + f"\n\nTrained on PBC only (split seed 0). {note}\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    sys.exit(main())
