@@ -93,7 +93,13 @@ def test_a_resumed_run_keeps_its_recorded_factor(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"lr_scale": 4}}))
     cfg = composed(["sr=none", f"resume={tmp_path}"])  # a multirun job's sr=none, resumed as a single run
     why = resolve_lr_scale(cfg)
-    assert cfg.data.lr_scale == 4 and "resumed" in why
+    assert cfg.data.lr_scale == 4 and "multirun over sr" in why  # the reason the job gave: identical metrics.json
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"lr_scale": 1}}))
+    cfg = composed(["sr=none", f"resume={tmp_path}"])
+    assert resolve_lr_scale(cfg) == "sr=none: the high-resolution reference" and cfg.data.lr_scale == 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"lr_scale": 2}}))
+    cfg = composed(["sr=espcn", f"resume={tmp_path}"])
+    assert "resumed" in resolve_lr_scale(cfg) and cfg.data.lr_scale == 2
 
 
 def test_edsr_is_sized_for_the_device():

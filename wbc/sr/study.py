@@ -66,18 +66,25 @@ def auto_lr_scale(cfg: DictConfig) -> tuple[int, str]:
     """(f, why) for ``data.lr_scale=auto`` in this run (see the module docstring)."""
     study = int(cfg.get("sr_study_scale", DEFAULT_STUDY_SCALE))
     method = cfg.sr.method
-    if cfg.get("resume"):
-        recorded = _recorded_scale(cfg.resume)
-        if recorded is not None:
-            return recorded, f"the resumed run {cfg.resume} recorded f={recorded}"
-    if method != "none":
-        return study, f"sr={method} runs the SR study at f=sr_study_scale={study}"
-    if sweeps_sr():
-        return study, (
+    reasons = {
+        "method": (study, f"sr={method} runs the SR study at f=sr_study_scale={study}"),
+        "sweep": (
+            study,
             f"sr=none in a multirun over sr: every method, sr=none included, at f=sr_study_scale={study} so that "
-            "they compare"
-        )
-    return 1, "sr=none: the high-resolution reference"
+            "they compare",
+        ),
+        "reference": (1, "sr=none: the high-resolution reference"),
+    }
+    case = "method" if method != "none" else "sweep" if sweeps_sr() else "reference"
+    if cfg.get("resume"):
+        # a resumed run is a single run: keep the factor its folder recorded (a multirun job's sr=none ran at the
+        # study factor), with the reason the original run gave, so that its metrics.json is the same
+        recorded = _recorded_scale(cfg.resume)
+        if recorded is not None and recorded != reasons[case][0]:
+            if method == "none" and recorded in (study, 1):
+                return reasons["sweep" if recorded == study else "reference"]
+            return recorded, f"the resumed run {cfg.resume} recorded f={recorded}"
+    return reasons[case]
 
 
 def resolve_lr_scale(cfg: DictConfig) -> str | None:
