@@ -48,3 +48,13 @@ def trained(tmp_path_factory):
     from tests.helpers import train_folder_run
 
     return train_folder_run(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def trained_framed(tmp_path_factory):
+    """(run folder, class_map) of a tiny classifier with scale framing, stain normalisation and the robust
+    augmentation, no SR stage."""
+    from tests.helpers import train_folder_run
+
+    options = ["data.framing=scale", "data.stain=reinhard", "data/augment=robust", "data.lr_scale=1", "sr=none"]
+    return train_folder_run(tmp_path_factory.mktemp("trained_framed"), options)

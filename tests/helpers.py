@@ -88,8 +88,11 @@ def write_dataset(root: Path, per_class: int = 16) -> Path:
     return root
 
 
-def train_folder_run(tmp) -> tuple[Path, str]:
-    """A tiny classifier with a trained ESPCN stage (x2), trained by `python train.py` on a folder."""
+SR_X2 = ["data.lr_scale=2", "sr=espcn", "sr.train.steps=10"]
+
+
+def train_folder_run(tmp, options: list[str] = SR_X2) -> tuple[Path, str]:
+    """A tiny classifier trained by `python train.py` on a folder; by default with a trained ESPCN stage (x2)."""
     data = write_dataset(tmp / "data")
     class_map = "{" + ", ".join(f"{k}: {v}" for k, v in FOLDERS.items()) + "}"
     overrides = [o for o in TINY if not o.startswith("data.source.n_per_class")]
@@ -100,9 +103,7 @@ def train_folder_run(tmp) -> tuple[Path, str]:
         "data=folder",
         f"data.root={data}",
         f"data.source.class_map={class_map}",
-        "data.lr_scale=2",
-        "sr=espcn",
-        "sr.train.steps=10",
+        *options,
         "logger=none",
         f"hydra.run.dir={tmp / 'run'}",
     ]

@@ -32,6 +32,10 @@ def predict_cfg(out: Path, ckpt: Path, input_path, **kw):
         "class_map": None,
         "max_pixels": 89478485,
         "trust_checkpoint": False,
+        "adapt_bn": False,
+        "adapt_min_images": 32,
+        "um_per_px": None,
+        "review_confidence": 0.6,
     }
     return OmegaConf.create({**base, **kw})
 
@@ -41,8 +45,13 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_prediction_reproduces_the_test_metrics(trained, tmp_path):
-    run_dir, class_map = trained
+@pytest.mark.parametrize("fixture", ["trained", "trained_framed"])
+def test_prediction_reproduces_the_test_metrics(fixture, request, tmp_path):
+    run_dir, class_map = request.getfixturevalue(fixture)
+    # scale framing measures each input folder's pixel size; the training run's is given here, as a user of the
+    # same microscope would
+    hparams = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=False)["hyper_parameters"]
+    um_per_px = hparams["preprocessing"].get("train_um_per_px")
     train_metrics = json.loads((run_dir / "metrics.json").read_text())
     test_rows = read_rows(run_dir / "test_predictions.csv")
     # the test split's own files, in class folders, predicted from the checkpoint alone
@@ -57,6 +66,7 @@ def test_prediction_reproduces_the_test_metrics(trained, tmp_path):
         test_set,
         evaluate=True,
         class_map=OmegaConf.create(class_map),
+        um_per_px=um_per_px,
     )
     assert run(cfg) == 0
     evaluated = json.loads((tmp_path / "out/metrics.json").read_text())
@@ -283,3 +293,64 @@ def test_evaluate_maps_pbc_folder_names_by_default(trained, tmp_path, lisc_root)
     evaluation = json.loads((tmp_path / "out/summary.json").read_text())["evaluation"]
     assert evaluation["labelled"] == 1287 and evaluation["unlabelled"] == 0 and evaluation["unmapped_folders"] == {}
     assert evaluation["class_map"] == PBC_MAP  # the one definition: conf/data/pbc.yaml
+
+
+def test_odd_inputs_are_flagged_for_review(trained, tmp_path):
+    """An 8x8 image and a grey-scale copy of a cell never come back as confident, unflagged predictions."""
+    run_dir, _ = trained
+    cell = np.asarray(Image.open(next((run_dir.parent / "data").rglob("*.png"))).convert("RGB"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(cell).save(folder / "cell.png")
+    Image.fromarray(cell).convert("L").save(folder / "grey.png")
+    Image.fromarray(cell[::8, ::8][:8, :8]).save(folder / "tiny.png")
+    cfg = predict_cfg(tmp_path / "out", run_dir / "checkpoints/best.ckpt", folder, review_confidence=0.0)
+    assert run(cfg) == 0
+    rows = {Path(r["path"]).name: r for r in read_rows(tmp_path / "out/predictions.csv")}
+    assert "grey-scale" in rows["grey.png"]["review"]
+    assert "low resolution (8 px" in rows["tiny.png"]["review"]
+    assert rows["cell.png"]["review"] == ""
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert summary["review"] == 2
+    # a threshold above every confidence flags every prediction
+    cfg = predict_cfg(tmp_path / "out2", run_dir / "checkpoints/best.ckpt", folder, review_confidence=1.01)
+    assert run(cfg) == 0
+    assert all("low confidence" in r["review"] for r in read_rows(tmp_path / "out2/predictions.csv"))
+
+
+def test_adapt_bn_needs_enough_images_and_changes_predictions(trained, tmp_path):
+    run_dir, class_map = trained
+    data = run_dir.parent / "data"
+    few = tmp_path / "few"
+    few.mkdir()
+    for f in sorted(data.rglob("*.png"))[:10]:
+        (few / f.name).symlink_to(f)
+    ckpt = run_dir / "checkpoints/best.ckpt"
+    assert run(predict_cfg(tmp_path / "o1", ckpt, few, adapt_bn=True)) == 2
+    assert not (tmp_path / "o1/predictions.csv").exists()
+    assert run(predict_cfg(tmp_path / "o2", ckpt, data, adapt_bn=True)) == 0
+    summary = json.loads((tmp_path / "o2/summary.json").read_text())
+    assert summary["adapt_bn_images"] == summary["predicted"] == len(list(data.rglob("*.png")))
+    assert run(predict_cfg(tmp_path / "o3", ckpt, data)) == 0
+    adapted = [r["confidence"] for r in read_rows(tmp_path / "o2/predictions.csv")]
+    plain = [r["confidence"] for r in read_rows(tmp_path / "o3/predictions.csv")]
+    assert adapted != plain
+
+
+def test_evaluate_writes_calibration_and_coverage(trained, tmp_path):
+    run_dir, class_map = trained
+    cfg = predict_cfg(
+        tmp_path / "out",
+        run_dir / "checkpoints/best.ckpt",
+        run_dir.parent / "data",
+        evaluate=True,
+        class_map=OmegaConf.create(class_map),
+    )
+    assert run(cfg) == 0
+    summary = json.loads((tmp_path / "out/summary.json").read_text())["evaluation"]
+    assert 0 <= summary["ece"] <= 1
+    curve = json.loads((tmp_path / "out/coverage_accuracy.json").read_text())
+    assert curve[-1]["coverage"] == 1.0
+    assert curve[-1]["accuracy"] == pytest.approx(summary["accuracy"])
+    assert [r["threshold"] for r in curve] == sorted((r["threshold"] for r in curve), reverse=True)
+    assert (tmp_path / "out/coverage_accuracy.png").is_file()
