@@ -124,7 +124,14 @@ def test_paired_comparison_cases():
     one = paired_comparison(a[:1], b[:1])
     assert "1 seed" in one["method"]
     assert one["p"] == pytest.approx(mcnemar_exact(int(a[0, :40].sum()), 0))
-    assert one["lo"] < one["diff"] < one["hi"]
+    assert 0 < one["lo"] < one["diff"] <= one["hi"]  # every discordant image favours A: hi = diff
+    # its interval is the exact one of McNemar's test: it excludes 0 exactly when p < 0.05
+    for only_a, only_b in ((0, 0), (0, 6), (1, 8), (2, 9), (12, 28), (40, 60), (59, 100), (60, 100)):
+        a1 = np.r_[np.ones(only_a), np.zeros(only_b), np.ones(200)]
+        b1 = np.r_[np.zeros(only_a), np.ones(only_b), np.ones(200)]
+        r = paired_comparison(a1, b1)
+        assert (r["lo"] > 0 or r["hi"] < 0) == (r["p"] < 0.05), (only_a, only_b, r)
+        assert r["lo"] <= r["diff"] <= r["hi"]
     # seeds with different test images (different split seeds): a paired t over seeds
     diff_images = paired_comparison([a[0], a[1, :300]], [b[0], b[1, :300]])
     per_seed = np.array([(a[0] - b[0]).mean(), 0.0])

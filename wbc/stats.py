@@ -131,8 +131,8 @@ def paired_comparison(
     - 2 or more seeds whose test images differ (different split seeds; ``same_images=False`` or arrays of
       different lengths): a paired t-test over seeds of the per-seed accuracy differences (each seed's own test
       images, so test-set sampling is in their spread; df = seeds - 1).
-    - 1 seed: McNemar's exact test on the discordant images and a normal interval over images. Training noise
-      is not measured: ``method`` says "1 seed" and a verdict from it covers this training run only.
+    - 1 seed: McNemar's exact test on the discordant images, with the exact interval that matches it. Training
+      noise is not measured: ``method`` says "1 seed" and a verdict from it covers this training run only.
     """
     a_rows, b_rows = _rows(correct_a), _rows(correct_b)
     if len(a_rows) != len(b_rows) or any(x.shape != y.shape for x, y in zip(a_rows, b_rows, strict=False)):
@@ -150,13 +150,20 @@ def paired_comparison(
         diff = float(d.mean())
         se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
         z = float(stats.norm.ppf(1 - alpha / 2))
+        # the exact (Clopper-Pearson) interval of the share of discordant images that favour A, mapped onto the
+        # accuracy difference (m/n)(2 pi - 1): it excludes 0 exactly when McNemar's exact p < 1 - confidence
+        m = only_a + only_b
+        lo = hi = 0.0
+        if m:
+            ci = stats.binomtest(only_a, m, 0.5).proportion_ci(confidence_level=confidence, method="exact")
+            lo, hi = m / n * (2 * ci.low - 1), m / n * (2 * ci.high - 1)
         out |= {
             "method": "McNemar exact, 1 seed (training noise not measured)",
             "diff": diff,
             "se": se,
             "df": math.inf,
-            "lo": diff - z * se,
-            "hi": diff + z * se,
+            "lo": lo,
+            "hi": hi,
             "p": mcnemar_exact(only_a, only_b),
             "mdd": (z + float(stats.norm.ppf(POWER))) * se,
         }
