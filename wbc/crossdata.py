@@ -24,8 +24,8 @@ from wbc.predict import (
     Predictor,
     evaluation_mapping,
     folder_labels,
+    input_um_per_px,
     list_inputs,
-    measure_folder_um_per_px,
     predict_files,
 )
 
@@ -71,8 +71,7 @@ def evaluate_folder(
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
-    if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
-        um_per_px = measure_folder_um_per_px(files, threads)
+    um_per_px = input_um_per_px(predictor, files, um_per_px, threads)
     saved = copy.deepcopy(predictor.model.state_dict()) if adapt_bn else None
     try:
         adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px) if adapt_bn else 0

@@ -209,6 +209,23 @@ def measure_folder_um_per_px(
         return measure_um_per_px(list(pool.map(rbc, images[::step][:max_images])))
 
 
+def input_um_per_px(
+    predictor: Predictor,
+    files: Sequence[Path],
+    given: float | None = None,
+    threads: int = 2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> float | None:
+    """The pixel size scale framing uses for ``files``: ``given`` when set, else measured on their red cells
+    (one microscope per call); None for other framings, or when too few red cells are measurable (then each
+    image is measured alone, or falls back to cell framing)."""
+    if given is not None or predictor.preprocessor.framing.method != "scale":
+        return given
+    um_per_px = measure_folder_um_per_px(files, threads, max_pixels=max_pixels)
+    log.info("scale framing: %s um per pixel, measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
+    return um_per_px
+
+
 def predict_files(
     predictor: Predictor,
     files: Sequence[Path],
@@ -222,14 +239,11 @@ def predict_files(
     """Probabilities (N, C; NaN rows for files that failed), {index: error} and {index: review notes from the
     input (no cell found, low resolution, grey-scale)} for every file.
 
-    Scale framing needs the images' pixel size: ``um_per_px`` when given, else measured on the red cells of the
-    files (one microscope per call); per image when too few are measurable."""
+    Scale framing uses :func:`input_um_per_px` (``um_per_px`` when given)."""
     probs = torch.full((len(files), len(predictor.class_names)), float("nan"))
     errors: dict[int, str] = {}
     notes: dict[int, list[str]] = {}
-    if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
-        um_per_px = measure_folder_um_per_px(files, threads, max_pixels=max_pixels)
-        log.info("scale framing: %s um per pixel measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
+    um_per_px = input_um_per_px(predictor, files, um_per_px, threads, max_pixels)
     for indices, images, batch_errors, batch_notes in iterate_batches(
         files, predictor.preprocessor, batch_size, threads, max_pixels, um_per_px
     ):
@@ -423,10 +437,7 @@ def run(cfg: Any) -> int:
                 save_gradcam(images[j], heat[j], f"{names[k]}", out / "gradcam" / rel)
 
     on_batch = visualise if (cfg.save_overlays or cfg.gradcam) else None
-    um_per_px = cfg.get("um_per_px")
-    if predictor.preprocessor.framing.method == "scale" and um_per_px is None:
-        um_per_px = measure_folder_um_per_px(files, cfg.decode_threads, max_pixels=cfg.max_pixels)
-        log.info("scale framing: %s um per pixel, measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
+    um_per_px = input_um_per_px(predictor, files, cfg.get("um_per_px"), cfg.decode_threads, cfg.max_pixels)
     adapted = None
     if cfg.get("adapt_bn"):
         try:

@@ -31,7 +31,6 @@ from wbc.data.framing import (
     measure_um_per_px,
 )
 from wbc.data.pipeline import Preprocessor
-from wbc.data.resize import resize_to
 from wbc.data.samples import Sample
 from wbc.data.split import SPLITS, assign_splits
 from wbc.data.stain import build_stain
@@ -280,8 +279,7 @@ class WBCDataModule(L.LightningDataModule):
             def work(i: int) -> None:
                 try:
                     image = self.source.load(samples[i], min_size=pre.decode_min_size)
-                    framed = pre.framing(image, self.um_per_px, locations[i])
-                    out[i] = resize_to(framed.image, size)
+                    out[i], framed = pre.frame(image, self.um_per_px, locations[i])
                     used[keys[i]] = framed.used
                     if framed.note:
                         notes[keys[i]] = framed.note
@@ -435,9 +433,9 @@ class WBCDataModule(L.LightningDataModule):
             except Exception:
                 continue
             loc = locate_cell(image)
-            framed = self.preprocessor.framing(image, self.um_per_px, loc)
+            crop, framed = self.preprocessor.frame(image, self.um_per_px, loc)
             title = f"{Path(s.path).name} ({self.class_names[s.label]}){': ' + framed.note if framed.note else ''}"
-            rows.append((title, image, location_overlay(loc), resize_to(framed.image, self.preprocessor.image_size)))
+            rows.append((title, image, location_overlay(loc), crop))
         return rows
 
     # -- loaders ----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from wbc.data.framing import CellLocation, Framing
+from wbc.data.framing import CellLocation, Framed, Framing
 from wbc.data.resize import reduce, resize_to
 from wbc.data.stain import ReinhardNormaliser, build_stain
 
@@ -67,23 +67,31 @@ class Preprocessor:
         S; the other framings crop a part of it first, so they decode at full resolution."""
         return None if self.framing.locates else self.image_size
 
+    def frame(
+        self, image: np.ndarray, um_per_px: float | None = None, location: CellLocation | None = None
+    ) -> tuple[np.ndarray, Framed]:
+        """The S x S high-resolution reference of one decoded image (framed, not yet stain-normalised), and how
+        it was framed. Training, evaluation and prediction all make their references here."""
+        framed = self.framing(image, um_per_px, location)
+        return resize_to(framed.image, self.image_size), framed
+
     def reference(
         self, image: np.ndarray, um_per_px: float | None = None, location: CellLocation | None = None
     ) -> np.ndarray:
-        """The S x S high-resolution reference of one decoded image (framed, not yet stain-normalised)."""
-        return resize_to(self.framing(image, um_per_px, location).image, self.image_size)
+        """:meth:`frame` without the framing record."""
+        return self.frame(image, um_per_px, location)[0]
 
     def prepare(self, image: np.ndarray, um_per_px: float | None = None) -> tuple[np.ndarray, list[str]]:
         """The reference of one image for prediction, and why its prediction deserves a second look (reasons
         that come from the input itself: no cell found, too few pixels for the model, no colour)."""
-        framed = self.framing(image, um_per_px)
+        reference, framed = self.frame(image, um_per_px)
         notes = ["no cell found"] if framed.note.startswith("no cell found") else []
         side = min(framed.image.shape[:2])
         if 2 * side <= self.image_size:
             notes.append(f"low resolution ({side} px enlarged to {self.image_size})")
         if is_grey(image):
             notes.append("grey-scale image")
-        return resize_to(framed.image, self.image_size), notes
+        return reference, notes
 
     def normalise(self, references: np.ndarray) -> np.ndarray:
         """Stain normalisation of a batch of references (identity without a stain step)."""

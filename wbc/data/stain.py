@@ -25,19 +25,19 @@ def _surround(size: int) -> np.ndarray:
     return np.hypot(yy - c, xx - c) > CELL_DISC * size / 2
 
 
+def _lab_and_stats(image: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) float L*a*b* of one uint8 RGB image, and its 6 statistics (mean, standard deviation) around the
+    cell; padding (black) pixels are left out."""
+    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB).astype(np.float64)
+    sel = ring & (image.max(axis=2) > 20)
+    px = lab[sel] if sel.sum() >= 16 else lab.reshape(-1, 3)
+    return lab, np.concatenate([px.mean(axis=0), px.std(axis=0)])
+
+
 def lab_stats(images: np.ndarray) -> np.ndarray:
-    """(N, S, S, 3) uint8 RGB -> (N, 6): L*a*b* mean and standard deviation around the cell of each image.
-    Padding (black) pixels are left out."""
+    """(N, S, S, 3) uint8 RGB -> (N, 6): L*a*b* mean and standard deviation around the cell of each image."""
     ring = _surround(images.shape[1])
-    out = np.empty((len(images), 6), np.float64)
-    for i, im in enumerate(images):
-        lab = cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
-        sel = ring.ravel() & (im.reshape(-1, 3).max(axis=1) > 20)
-        if sel.sum() < 16:
-            sel = np.ones(len(lab), bool)
-        px = lab[sel]
-        out[i, :3], out[i, 3:] = px.mean(axis=0), px.std(axis=0)
-    return out
+    return np.stack([_lab_and_stats(im, ring)[1] for im in images]) if len(images) else np.zeros((0, 6))
 
 
 class ReinhardNormaliser:
@@ -56,13 +56,12 @@ class ReinhardNormaliser:
         if self.target is None:
             raise RuntimeError("ReinhardNormaliser used before fit()")
         images = np.asarray(images)
-        stats = lab_stats(images)
+        ring = _surround(images.shape[1])
         mean_t, std_t = self.target[:3], self.target[3:]
         out = np.empty_like(images)
         for i, im in enumerate(images):
-            lab = cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB).astype(np.float32)
-            scale = std_t / np.maximum(stats[i, 3:], MIN_STD)
-            lab = (lab - stats[i, :3]) * scale + mean_t
+            lab, stats = _lab_and_stats(im, ring)
+            lab = (lab - stats[:3]) * (std_t / np.maximum(stats[3:], MIN_STD)) + mean_t
             rgb = cv2.cvtColor(np.clip(np.rint(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
             rgb[im.max(axis=2) <= 20] = 0  # padding stays padding
             out[i] = rgb
