@@ -1,11 +1,12 @@
 """Which part of experiment=pbc_robust helps on other labs' images: train each recipe on PBC, evaluate it on
-held-out PBC and on other labs' labelled folders, with and without batch-norm adaptation.
+held-out PBC and on other labs' labelled folders, with and without batch-norm adaptation and test-time
+augmentation.
 
     python scripts/robustness_ablation.py --pbc ../shared/data/pbc --eval lisc=../shared/data/lisc
 
 Recipes: baseline (centre framing, no stain step, default augmentation), +framing (scale), +stain (reinhard),
 +augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment).
-AdaBN is an evaluation setting, so every recipe is reported with and without it. Resumable: a recipe whose run
+AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. Resumable: a recipe whose run
 folder holds metrics.json is not trained again, and an evaluation that exists is not repeated. Writes
 <out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py call (`-- trainer=gpu seed=1`).
 """
@@ -90,7 +91,7 @@ def main() -> int:
         }
         if cross:
             for r in cross["results"]:
-                key = f"{r['name']}{'_adabn' if r['adapt_bn'] else ''}"
+                key = r["name"] + _suffix(r["adapt_bn"], r.get("tta"))
                 row[f"{key}_f1_macro"] = r["metrics"]["f1_macro"]
                 row[f"{key}_f1_ci95"] = r["ci95"]["f1_macro"]
                 row[f"{key}_accuracy"] = r["metrics"]["accuracy"]
@@ -102,18 +103,30 @@ def main() -> int:
     return 0
 
 
+SETTINGS = [(False, False), (True, False), (False, True), (True, True)]  # (adapt_bn, tta)
+
+
+def _suffix(adapt: bool, tta: bool | None) -> str:
+    return ("_adabn" if adapt else "") + ("_tta" if tta else "")
+
+
 def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: list[str]) -> None:
+    """One row per recipe; per dataset the macro-F1 (95 % interval) and ECE of each evaluation setting run."""
+    present = [s for s in SETTINGS if any(f"{n}{_suffix(*s)}_f1_macro" in r for r in rows for n in datasets)]
     head = ["recipe", "PBC test acc", "PBC test macro-F1"]
     for name in datasets:
-        head += [f"{name} macro-F1", f"{name} macro-F1 AdaBN", f"{name} ECE", f"{name} ECE AdaBN"]
+        for adapt, tta in present:
+            tag = " ".join(t for t, on in (("AdaBN", adapt), ("TTA", tta)) if on)
+            head += [f"{name} macro-F1 {tag}".strip(), f"{name} ECE {tag}".strip()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["recipe"], f"{r['pbc_test_accuracy']:.4f}", f"{r['pbc_test_f1_macro']:.4f}"]
         for name in datasets:
-            for key in (name, f"{name}_adabn"):
+            for setting in present:
+                key = name + _suffix(*setting)
                 ci = r.get(f"{key}_f1_ci95")
                 cells.append(f"{r[f'{key}_f1_macro']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a")
-            cells += [f"{r.get(f'{name}_ece', float('nan')):.3f}", f"{r.get(f'{name}_adabn_ece', float('nan')):.3f}"]
+                cells.append(f"{r.get(f'{key}_ece', float('nan')):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     note = f"Extra overrides: `{' '.join(extra)}`." if extra else ""
     path.write_text("\n".join(lines) + f"\n\nTrained on PBC only (split seed 0). {note}\n")

@@ -1,5 +1,5 @@
 """How a checkpoint holds up on other labs' images: evaluate it on several labelled folders, with and without
-batch-norm adaptation, and write a table with bootstrap 95 % intervals and a figure.
+batch-norm adaptation and test-time augmentation, and write a table with bootstrap 95 % intervals and a figure.
 
 `python scripts/cross_dataset.py ckpt_path=... 'datasets={lisc: ../shared/data/lisc, mylab: /data/mylab}'`
 Each folder is ``<class>/*`` (PBC's folder names map by default; ``class_map`` otherwise); each is taken as one
@@ -66,8 +66,10 @@ def evaluate_folder(
     batch_size: int = 64,
     threads: int = 2,
     n_boot: int = 1000,
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was)."""
+    """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was); ``tta`` averages the
+    eight flips/90-degree rotations of each image."""
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
@@ -75,7 +77,7 @@ def evaluate_folder(
     saved = copy.deepcopy(predictor.model.state_dict()) if adapt_bn else None
     try:
         adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px) if adapt_bn else 0
-        probs, errors, _ = predict_files(predictor, files, batch_size, threads, um_per_px=um_per_px)
+        probs, errors, _ = predict_files(predictor, files, batch_size, threads, tta=tta, um_per_px=um_per_px)
     finally:
         if saved is not None:
             predictor.model.load_state_dict(saved)
@@ -85,6 +87,7 @@ def evaluate_folder(
     result: dict[str, Any] = {
         "folder": str(folder),
         "adapt_bn": adapt_bn,
+        "tta": tta,
         "images": len(keep),
         "adapted_on": adapted,
         "errors": len(errors),
@@ -103,16 +106,18 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
     out.mkdir(parents=True, exist_ok=True)
     cols = ["accuracy", "f1_macro", *[f"recall/{c}" for c in range(len(class_names))], "ece"]
     heads = ["accuracy", "macro-F1", *[f"recall {n}" for n in class_names], "ECE"]
-    lines = [f"# {title}", "", "| dataset | adapt_bn | images | " + " | ".join(heads) + " |"]
-    lines.append("|" + "---|" * (3 + len(heads)))
+    lines = [f"# {title}", "", "| dataset | adapt_bn | tta | images | " + " | ".join(heads) + " |"]
+    lines.append("|" + "---|" * (4 + len(heads)))
     rows = []
     for r in results:
         m, ci = r.get("metrics", {}), r.get("ci95", {})
         cells = [_cell(m.get(k), ci.get(k)) for k in cols]
         lines.append(
-            f"| {r['name']} | {'yes' if r['adapt_bn'] else 'no'} | {r['images']} | " + " | ".join(cells) + " |"
+            f"| {r['name']} | {_yes(r['adapt_bn'])} | {_yes(r.get('tta'))} | {r['images']} | "
+            + " | ".join(cells)
+            + " |"
         )
-        rows.append([r["name"], r["adapt_bn"], r["images"], *[m.get(k) for k in cols]])
+        rows.append([r["name"], r["adapt_bn"], bool(r.get("tta")), r["images"], *[m.get(k) for k in cols]])
     lines += [
         "",
         "Values with bootstrap 95 % intervals over images (1,000 resamples); macro-F1 averages the classes "
@@ -120,10 +125,21 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
     ]
     (out / "cross_dataset.md").write_text("\n".join(lines) + "\n")
     with (out / "cross_dataset.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([["dataset", "adapt_bn", "images", *cols], *rows])
+        csv.writer(f).writerows([["dataset", "adapt_bn", "tta", "images", *cols], *rows])
     from wbc.plots import plot_cross_dataset, save_figure
 
     save_figure(plot_cross_dataset(results), out / "cross_dataset.png")
+
+
+def _yes(flag: bool | None) -> str:
+    return "yes" if flag else "no"
+
+
+def _settings(value: Any) -> list[bool]:
+    """A config value that is one flag or a list of flags, as a list of bools."""
+    from omegaconf import OmegaConf
+
+    return [bool(v) for v in (list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
 
 
 def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
@@ -134,8 +150,6 @@ def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
 
 def run(cfg: Any) -> int:
     """The cross_dataset command; returns the exit code (2: bad checkpoint, folder or mapping)."""
-    from omegaconf import OmegaConf
-
     from wbc.artefacts import write_json
     from wbc.errors import UserError
     from wbc.predict import CheckpointError
@@ -147,10 +161,10 @@ def run(cfg: Any) -> int:
         log.error("%s", err)
         return 2
     class_map = None if cfg.class_map is None else dict(cfg.class_map)
-    settings = list(cfg.adapt_bn) if OmegaConf.is_list(cfg.adapt_bn) else [cfg.adapt_bn]
+    settings = [(a, t) for a in _settings(cfg.adapt_bn) for t in _settings(cfg.tta)]
     results = []
     for name, folder in dict(cfg.datasets).items():
-        for adapt in settings:
+        for adapt, tta in settings:
             try:
                 r = evaluate_folder(
                     predictor,
@@ -161,6 +175,7 @@ def run(cfg: Any) -> int:
                     cfg.batch_size,
                     cfg.decode_threads,
                     cfg.bootstrap,
+                    tta,
                 )
             except (UserError, FileNotFoundError, ValueError) as err:
                 log.error("%s: %s", name, err)
@@ -168,9 +183,10 @@ def run(cfg: Any) -> int:
             r["name"] = name
             m = r.get("metrics", {})
             log.info(
-                "%s (adapt_bn=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
+                "%s (adapt_bn=%s, tta=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
                 name,
                 adapt,
+                tta,
                 r["images"],
                 m.get("accuracy", float("nan")),
                 m.get("f1_macro", float("nan")),

@@ -137,25 +137,31 @@ def plot_framing_examples(rows: Sequence[tuple[str, np.ndarray, np.ndarray | Non
 
 
 def plot_cross_dataset(results: Sequence[dict]) -> Figure:
-    """Accuracy and macro-F1 per dataset (bars, with bootstrap 95 % intervals), without and with batch-norm
-    adaptation side by side."""
+    """Accuracy and macro-F1 per dataset (bars, with bootstrap 95 % intervals), one bar per evaluation setting
+    (as trained, adapt_bn, tta, both) side by side."""
     names = list(dict.fromkeys(r["name"] for r in results))
-    fig = Figure(figsize=(3 + 1.6 * len(names), 3.4), layout="constrained")
+    settings = list(dict.fromkeys((bool(r["adapt_bn"]), bool(r.get("tta"))) for r in results))
+    width = 0.8 / len(settings)
+    fig = Figure(figsize=(3 + 0.8 * len(settings) * len(names), 3.4), layout="constrained")
     axes = fig.subplots(1, 2, squeeze=False)[0]
     for ax, key, label in zip(axes, ("accuracy", "f1_macro"), ("Accuracy", "Macro F1"), strict=True):
-        for j, adapt in enumerate((False, True)):
+        for j, setting in enumerate(settings):
             xs, ys, lo, hi = [], [], [], []
             for i, name in enumerate(names):
-                r = next((r for r in results if r["name"] == name and r["adapt_bn"] == adapt and "metrics" in r), None)
-                if r is None:
+                r = next(
+                    (r for r in results if (r["name"], bool(r["adapt_bn"]), bool(r.get("tta"))) == (name, *setting)),
+                    None,
+                )
+                if r is None or "metrics" not in r:
                     continue
                 v, ci = r["metrics"][key], r["ci95"][key]
-                xs.append(i + (j - 0.5) * 0.38)
+                xs.append(i + (j - (len(settings) - 1) / 2) * width)
                 ys.append(v)
                 lo.append(v - ci[0])
                 hi.append(ci[1] - v)
             if xs:
-                ax.bar(xs, ys, 0.36, yerr=[lo, hi], capsize=3, label="adapt_bn" if adapt else "as trained")
+                tag = " + ".join(t for t, on in zip(("adapt_bn", "tta"), setting, strict=True) if on) or "as trained"
+                ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=tag)
         ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_ylim(0, 1)
         ax.set_title(label)

@@ -1,0 +1,118 @@
+"""The cross-dataset evaluation: its metrics against hand-computed values, and the command on a labelled folder
+in every evaluation setting (as trained, AdaBN, TTA, both)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from wbc.crossdata import bootstrap, evaluate_folder, headline, run
+from wbc.predict import Predictor
+
+
+def test_headline_by_hand():
+    # 5 images of classes 0, 0, 1, 1, 2 (class 3 absent); one class-0 image called 1
+    y = np.array([0, 0, 1, 1, 2])
+    pred = np.array([0, 1, 1, 1, 2])
+    m = headline(y, pred, None, 4)
+    assert m["accuracy"] == pytest.approx(0.8)
+    # F1: class 0 (P 1, R 1/2) 2/3; class 1 (P 2/3, R 1) 0.8; class 2: 1; class 3 absent: left out of the mean
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 0.8 + 1) / 3)
+    assert [m[f"recall/{c}"] for c in range(3)] == pytest.approx([0.5, 1.0, 1.0])
+    assert "ece" not in m
+
+
+def test_headline_ece_by_hand():
+    # two images, confidence 0.9 (right) and 0.6 (wrong): bins hold one each; ECE = (0.1 + 0.6) / 2
+    y = np.array([0, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4]])
+    assert headline(y, probs.argmax(1), probs, 2)["ece"] == pytest.approx(0.35, abs=1e-6)
+
+
+def test_bootstrap_interval_holds_the_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    probs = np.eye(3)[np.where(rng.random(200) < 0.8, y, (y + 1) % 3)] * 0.7 + 0.1
+    point = headline(y, probs.argmax(1), probs, 3)
+    ci = bootstrap(y, probs, 3, n_boot=200)
+    for key in ("accuracy", "f1_macro", "ece"):
+        assert ci[key][0] <= point[key] <= ci[key][1]
+        assert ci[key][1] - ci[key][0] < 0.2
+
+
+@pytest.fixture(scope="module")
+def labelled(trained_framed, tmp_path_factory):
+    """The fixture run's own data folder (class folders named as its class map says) and its checkpoint."""
+    run_dir, class_map = trained_framed
+    return run_dir / "checkpoints/best.ckpt", run_dir.parent / "data", OmegaConf.create(class_map)
+
+
+def test_evaluate_folder_leaves_the_predictor_as_it_was(labelled):
+    ckpt, folder, class_map = labelled
+    predictor = Predictor.from_checkpoint(ckpt, "cpu")
+    before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
+    plain = evaluate_folder(predictor, folder, class_map, n_boot=50)
+    both = evaluate_folder(predictor, folder, class_map, adapt_bn=True, tta=True, n_boot=50)
+    for k, v in predictor.model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert plain["images"] == both["images"] == 64 and plain["errors"] == 0
+    assert (plain["adapt_bn"], plain["tta"], both["adapt_bn"], both["tta"]) == (False, False, True, True)
+    assert both["adapted_on"] == 64
+    # the same images, predicted again without AdaBN and TTA, give the same figures: nothing leaked
+    again = evaluate_folder(predictor, folder, class_map, n_boot=50)
+    assert again["metrics"] == plain["metrics"]
+
+
+def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
+    ckpt, folder, class_map = labelled
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": str(ckpt),
+            "datasets": {"mine": str(folder)},
+            "class_map": class_map,
+            "adapt_bn": [False, True],
+            "tta": [False, True],
+            "um_per_px": None,
+            "bootstrap": 50,
+            "batch_size": 16,
+            "decode_threads": 1,
+            "device": "cpu",
+            "trust_checkpoint": False,
+            "output_dir": str(tmp_path),
+        }
+    )
+    assert run(cfg) == 0
+    results = json.loads((tmp_path / "cross_dataset.json").read_text())["results"]
+    assert [(r["adapt_bn"], r["tta"]) for r in results] == [(False, False), (False, True), (True, False), (True, True)]
+    rows = list(csv.DictReader((tmp_path / "cross_dataset.csv").open()))
+    assert [(r["adapt_bn"], r["tta"]) for r in rows] == [("False", "False"), ("False", "True"), ("True", "False"),
+                                                         ("True", "True")]  # fmt: skip
+    for r, row in zip(results, rows, strict=True):
+        assert float(row["f1_macro"]) == pytest.approx(r["metrics"]["f1_macro"])
+        assert r["ci95"]["f1_macro"][0] <= r["metrics"]["f1_macro"] <= r["ci95"]["f1_macro"][1]
+    assert (tmp_path / "cross_dataset.md").read_text().count("| mine |") == 4
+    assert (tmp_path / "cross_dataset.png").stat().st_size > 0
+
+
+def test_cross_dataset_command_refuses_a_missing_folder(labelled, tmp_path):
+    ckpt, _, class_map = labelled
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": str(ckpt),
+            "datasets": {"gone": str(tmp_path / "nowhere")},
+            "class_map": class_map,
+            "adapt_bn": False,
+            "tta": False,
+            "um_per_px": None,
+            "bootstrap": 10,
+            "batch_size": 16,
+            "decode_threads": 1,
+            "device": "cpu",
+            "trust_checkpoint": False,
+            "output_dir": str(tmp_path / "out"),
+        }
+    )
+    assert run(cfg) == 2
