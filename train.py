@@ -1,7 +1,10 @@
 """Train a WBC classifier: `python train.py [group=option ...] [key=value ...]`, `-m` for sweeps.
 
 `python train.py ckpt_path=last ...` continues the latest run of the same configuration in its own folder;
-`python train.py resume=<run folder>` continues that run.
+`python train.py resume=<run folder>` continues that run; `python train.py -m resume=<sweep folder>` continues an
+interrupted sweep (finished jobs skipped, unfinished ones continued from their checkpoints, in their folders).
+
+Returns (to a sweeper such as Optuna) the best validation value of `optimized_metric` (default val/f1_macro).
 
 Exit status: 0 when the run finished; 2 for a mistake in the command, the config or the data (one line says what
 to do); 130 after Ctrl-C and 143 after SIGTERM (the run saved checkpoints/interrupted.ckpt: resume it); 1 for
@@ -39,7 +42,8 @@ def main(cfg: DictConfig) -> float | None:
     with reported_errors():
         require_root(cfg.data, HydraConfig.get().runtime.choices.get("data"))
         result = run(cfg)
-    return (result.get("test") or {}).get("test/f1_macro")
+    # what a sweeper (Optuna, ...) optimises: the best validation value of optimized_metric, never a test metric
+    return (result.get("optimized") or {}).get("value")
 
 
 if __name__ == "__main__":

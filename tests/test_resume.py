@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
 
 from tests.helpers import REPO_ROOT, TINY, compose_config
@@ -37,7 +38,11 @@ def test_two_runs_give_identical_metrics(tmp_path):
     train(tmp_path, tmp_path / "b", *DETERMINISTIC)
     a, b = (tmp_path / "a/metrics.json").read_text(), (tmp_path / "b/metrics.json").read_text()
     assert a == b
-    assert json.loads(a)["epochs"] == 3
+    metrics = json.loads(a)
+    assert metrics["epochs"] == 3
+    # what train.py returns to a sweeper: the best validation macro-F1 over the epochs, never a test metric
+    best = max(metrics["history"], key=lambda h: h["val/f1_macro"])
+    assert metrics["optimized"] == {"metric": "val/f1_macro", "value": best["val/f1_macro"], "epoch": best["epoch"]}
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
@@ -164,3 +169,60 @@ def test_joblib_launcher_runs_a_parallel_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     seeds = sorted(json.loads((sweep / str(i) / "metrics.json").read_text())["run"]["seed"] for i in (0, 1))
     assert seeds == [0, 1] and (sweep / "comparison.md").is_file()
+
+
+def test_interrupted_sweep_resumes_with_one_command(tmp_path):
+    """A two-job sweep killed (SIGTERM) during job 2, resumed with `-m resume=<sweep folder>`: job 1 is skipped,
+    job 2 continues from its checkpoint in its own folder, and both end as in an uninterrupted sweep."""
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+    def sweep(folder, epochs, *extra):
+        cmd = [sys.executable, "train.py", "-m", *DETERMINISTIC, "+callbacks.stop._target_=tests.helpers.SignalAt",
+               "+callbacks.stop.batch=1", f"+callbacks.stop.epoch={epochs}", *extra]  # fmt: skip
+        if folder is not None:
+            cmd.append(f"hydra.sweep.dir={folder}")
+        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert sweep(straight, "98,99").returncode == 0  # the signal never fires: 3 epochs
+    killed = sweep(cut, "99,1")  # job 1 (the second) is signalled in its epoch 1
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    assert f"continue with: python train.py -m resume={cut}" in killed.stdout + killed.stderr
+    assert (cut / "0/metrics.json").is_file() and not (cut / "1/metrics.json").exists()
+    finished = (cut / "0/metrics.json").read_bytes()
+    cmd = [sys.executable, "train.py", "-m", f"resume={cut}"]
+    resumed = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "holds a finished run: skipped" in resumed.stdout + resumed.stderr
+    assert (cut / "0/metrics.json").read_bytes() == finished  # not trained again
+    assert json.loads((cut / "1/run.json").read_text())["resumed_from"].endswith("last.ckpt")
+    for job in ("0", "1"):
+        assert json.loads((cut / job / "metrics.json").read_text()) == json.loads(
+            (straight / job / "metrics.json").read_text()
+        )
+    assert (cut / "comparison.md").is_file()
+    assert not list(tmp_path.glob("[0-9]*"))  # nothing written beside the sweep folders
+
+
+def test_ckpt_path_last_finds_the_latest_sweep_of_the_same_overrides(tmp_path):
+    def make_sweep(name, task, age=0.0):
+        folder = tmp_path / "multirun" / "2026-01-01" / name
+        folder.mkdir(parents=True)
+        (folder / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": task}}}))
+        os.utime(folder / "multirun.yaml", (time.time() - age, time.time() - age))
+        return folder
+
+    old = make_sweep("old", ["sr=none,espcn", "seed=0,1"], age=100)
+    new = make_sweep("new", ["seed=0,1", "sr=none,espcn"], age=10)
+    make_sweep("other", ["sr=none,edsr"])
+    runs = tmp_path / "runs"
+    args = resume_arguments(["-m", "sr=none,espcn", "seed=0,1", "ckpt_path=last"], runs)
+    assert args[-1] == f"hydra.sweep.dir={new}"
+    with pytest.raises(SystemExit, match="no earlier sweep"):
+        resume_arguments(["-m", "sr=bicubic", "ckpt_path=last"], runs)
+    resumed = resume_arguments(["-m", f"resume={old}", "trainer.max_epochs=9"], runs)
+    assert resumed[0] == "-m" and f"hydra.sweep.dir={old}" in resumed and "ckpt_path=last" in resumed
+    assert set(resumed) >= {"sr=none,espcn", "seed=0,1", "trainer.max_epochs=9"}
+    assert not any(a.startswith("resume=") for a in resumed)
+    with pytest.raises(SystemExit, match="not a sweep folder"):
+        resume_arguments(["-m", f"resume={tmp_path}"], runs)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -118,3 +119,20 @@ def test_mistakes_give_one_line_that_says_what_to_do(tmp_path):
     assert unmapped.returncode == 2
     (line,) = error_lines(unmapped)
     assert "'data.source.class_map={lymp: Lymphocyte, mixt: <class>, neut: Neutrophil}'" in line
+
+
+def test_optimized_metric_is_the_best_epoch_and_never_test():
+    from wbc.errors import UserError
+    from wbc.train import check_optimized_metric, optimized
+
+    history = [
+        {"epoch": 0, "val/f1_macro": 0.5, "val/loss": 0.9},
+        {"epoch": 1, "val/f1_macro": 0.8, "val/loss": 0.7},
+        {"epoch": 2, "val/f1_macro": 0.7, "val/loss": 0.6},
+    ]
+    assert optimized(history, "val/f1_macro") == {"metric": "val/f1_macro", "value": 0.8, "epoch": 1}
+    assert optimized(history, "val/loss") == {"metric": "val/loss", "value": 0.6, "epoch": 2}  # a loss: lowest
+    assert optimized(history, "val/auroc")["value"] is None
+    check_optimized_metric("val/accuracy")
+    with pytest.raises(UserError, match="never test"):
+        check_optimized_metric("test/f1_macro")

@@ -68,9 +68,10 @@ class InterruptCheckpoint(L.Callback):
 
     EXIT_STATUS = {"KeyboardInterrupt": 128 + signal.SIGINT, "SIGTERMException": 128 + signal.SIGTERM}
 
-    def __init__(self, dirpath: str | Path, run_dir: str | Path | None = None):
+    def __init__(self, dirpath: str | Path, run_dir: str | Path | None = None, sweep_dir: str | Path | None = None):
         self.dirpath = Path(dirpath)
         self.run_dir = Path(run_dir) if run_dir is not None else self.dirpath.parent
+        self.sweep_dir = sweep_dir  # a job of a multirun: the whole sweep is resumed
         self.exit_code: int | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -79,11 +80,12 @@ class InterruptCheckpoint(L.Callback):
             trainer.save_checkpoint(path)
             what = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
             self.exit_code = self.EXIT_STATUS[type(exception).__name__]
+            resume = f"-m resume={self.sweep_dir}" if self.sweep_dir else f"resume={self.run_dir}"
             log.warning(
-                "interrupted (%s): checkpoint saved to %s; continue with: python train.py resume=%s (exit status %d)",
+                "interrupted (%s): checkpoint saved to %s; continue with: python train.py %s (exit status %d)",
                 what,
                 path,
-                self.run_dir,
+                resume,
                 self.exit_code,
             )
 

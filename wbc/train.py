@@ -7,7 +7,9 @@ test_predictions.csv, the figures and TensorBoard logs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader
 from wbc.artefacts import save_figures, write_json, write_predictions
 from wbc.calibration import calibrate_checkpoint, expected_calibration_error, rescale_probabilities
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
+from wbc.errors import UserError
 from wbc.metrics import reported
 from wbc.plots import plot_framing_examples, save_figure
 from wbc.provenance import provenance
@@ -35,6 +38,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, test the best checkpoint, write the run's artefacts; return metrics.json's content."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_optimized_metric(cfg.get("optimized_metric", "val/f1_macro"))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None and sweep_folder() and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        ckpt_path = "last"  # a sweep's SLURM job requeued after its time limit (submitit): continue in its folder
+    if ckpt_path == "last" and (finished := finished_run(out)) is not None:
+        log.info("%s holds a finished run: skipped (ckpt_path=last); its metrics.json is the result", out)
+        return finished
     lr_scale_auto = resolve_lr_scale(cfg)  # data.lr_scale=auto -> an integer, before anything reads the config
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     identity = describe(cfg, lr_scale_auto)
@@ -79,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)
 
     timer = EpochTimer()
-    interrupt = InterruptCheckpoint(out / "checkpoints")
+    interrupt = InterruptCheckpoint(out / "checkpoints", sweep_dir=sweep_folder())
     callbacks = [timer, RNGState(), interrupt, *instantiate_all(cfg.get("callbacks"))]
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger; logger=none means "no logs"
@@ -88,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
     sr_metrics, sr_timing = report_sr(datamodule, identity["sr"], out, tb) if cfg.data.lr_scale > 1 else (None, {})
-    ckpt_path = resume_checkpoint(out, cfg.get("ckpt_path"))
+    ckpt_path = resume_checkpoint(out, ckpt_path, required=sweep_folder() is None)
     started = time.perf_counter()
     with interrupt.exit_status():  # 130 after Ctrl-C, 143 after SIGTERM, once the checkpoint is saved
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -124,6 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "framing": datamodule.framing_summary(),
         },
         "best_val_f1_macro": _float(getattr(trainer.checkpoint_callback, "best_model_score", None)),
+        "optimized": optimized(history, cfg.get("optimized_metric", "val/f1_macro")),
         "epochs": len(history),
         "history": history,
         "sr": sr_metrics,
@@ -164,15 +175,58 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def resume_checkpoint(out: Path, ckpt_path: str | None) -> str | None:
+def resume_checkpoint(out: Path, ckpt_path: str | None, required: bool = True) -> str | None:
     """``ckpt_path=last``: the run folder's last.ckpt (end of the last complete epoch: exact continuation), or
-    interrupted.ckpt when no epoch had completed; any other value is used as given."""
+    interrupted.ckpt when no epoch had completed; any other value is used as given. A job of a resumed sweep
+    (``required=False``) that had not saved a checkpoint starts from scratch."""
     if ckpt_path != "last":
         return ckpt_path
     for name in ("last.ckpt", "interrupted.ckpt"):
         if (out / "checkpoints" / name).is_file():
             return str(out / "checkpoints" / name)
+    if not required:
+        log.info("ckpt_path=last: no checkpoint in %s yet; this job of the sweep starts from scratch", out)
+        return None
     raise FileNotFoundError(f"ckpt_path=last: no checkpoints/last.ckpt or interrupted.ckpt in {out}")
+
+
+def finished_run(out: Path) -> dict[str, Any] | None:
+    """metrics.json of a run folder whose run finished (trained and tested, or skipped), else None."""
+    path = out / "metrics.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if "test" in result or "skipped" in result or "best_val_f1_macro" in result else None
+
+
+def sweep_folder() -> Path | None:
+    """The sweep folder when this run is a job of a Hydra multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+    except (ImportError, ValueError):  # no Hydra context (a run composed in a test or a notebook)
+        return None
+    return Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def check_optimized_metric(metric: str) -> None:
+    """Only validation and training metrics qualify: a sweeper selecting on test would leak the test set."""
+    if not str(metric).startswith(("val/", "train/")):
+        raise UserError(f"optimized_metric={metric}: a sweeper must optimise a val/ (or train/) metric, never test")
+
+
+def optimized(history: list[dict[str, float]], metric: str) -> dict[str, Any]:
+    """The value train.py returns to a sweeper: ``metric``'s best value over the epochs (the lowest for a loss,
+    else the highest), and that epoch; value None (with a warning) when no epoch logged it."""
+    values = [(h[metric], h["epoch"]) for h in history if h.get(metric) is not None]
+    if not values:
+        known = sorted({k for h in history for k in h if k.startswith(("val/", "train/"))})
+        log.warning("optimized_metric=%s was not logged in any epoch (logged: %s)", metric, ", ".join(known))
+        return {"metric": metric, "value": None, "epoch": None}
+    value, epoch = (min if metric.endswith("loss") else max)(values, key=lambda v: v[0])
+    return {"metric": metric, "value": value, "epoch": epoch}
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
