@@ -1,5 +1,7 @@
 """Every config group option composes and instantiates; Hydra's command line works as Hydra users expect."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -7,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from tests.helpers import CONF_DIR, REPO_ROOT, compose_config
 from wbc.data.datamodule import WBCDataModule
@@ -120,3 +123,35 @@ def test_launcher_options_compose(launcher):
     assert target.endswith({"joblib": "JoblibLauncher", "slurm": "SlurmLauncher"}[launcher])
     if launcher == "slurm":
         assert cfg.hydra.launcher.timeout_min == 240 and cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("fdr", {"trainer.fast_dev_run": True}),
+        ("overfit", {"trainer.overfit_batches": 3, "trainer.max_epochs": 20, "callbacks.early_stopping": None}),
+        ("limit", {"trainer.limit_train_batches": 4, "trainer.max_epochs": 3}),
+        ("profiler", {"trainer.profiler": "simple", "trainer.max_epochs": 1}),
+    ],
+)
+def test_debug_configs(option, expected, tmp_path):
+    cfg = compose_config([f"debug={option}", "trainer=gpu"], tmp_path)
+    for key, value in expected.items():
+        assert OmegaConf.select(cfg, key) == value, key
+    # every debug run: the CPU whatever the command line chose before, no loggers, no workers, anomaly detection
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.logger, cfg.data.num_workers) == ("cpu", 1, None, 0)
+    assert cfg.trainer.detect_anomaly is True
+    if option == "overfit":
+        assert not cfg.data.augment  # the same batches, unaugmented, every epoch
+
+
+@pytest.mark.slow
+def test_debug_overfit_fits_its_batches(tmp_path):
+    """debug=overfit trains on 3 fixed batches: a working model reaches a training accuracy of about 1."""
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", "debug=overfit", "data.source.n_per_class=24", "data.image_size=32",
+           f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "run/metrics.json").read_text())["history"]
+    assert len(history) == 20 and history[-1]["train/accuracy"] >= 0.95 > history[0]["train/accuracy"]

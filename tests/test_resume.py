@@ -171,17 +171,19 @@ def test_joblib_launcher_runs_a_parallel_sweep(tmp_path):
     assert seeds == [0, 1] and (sweep / "comparison.md").is_file()
 
 
-def test_interrupted_sweep_resumes_with_one_command(tmp_path):
-    """A two-job sweep killed (SIGTERM) during job 2, resumed with `-m resume=<sweep folder>`: job 1 is skipped,
-    job 2 continues from its checkpoint in its own folder, and both end as in an uninterrupted sweep."""
+@pytest.mark.parametrize("how", ["resume", "requeue"])
+def test_interrupted_sweep_resumes_with_one_command(tmp_path, how):
+    """A two-job sweep killed (SIGTERM) during job 2, then resumed with `-m resume=<sweep folder>`, or its jobs
+    run again as SLURM requeues them (same overrides and folder, SLURM_RESTART_COUNT set): job 1 is skipped, job 2
+    continues from its checkpoint in its own folder, and both end as in an uninterrupted sweep."""
     env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
-    def sweep(folder, epochs, *extra):
+    def sweep(folder, epochs, *extra, **more_env):
         cmd = [sys.executable, "train.py", "-m", *DETERMINISTIC, "+callbacks.stop._target_=tests.helpers.SignalAt",
                "+callbacks.stop.batch=1", f"+callbacks.stop.epoch={epochs}", *extra]  # fmt: skip
         if folder is not None:
             cmd.append(f"hydra.sweep.dir={folder}")
-        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(cmd, cwd=REPO_ROOT, env={**env, **more_env}, capture_output=True, text=True, timeout=600)
 
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     assert sweep(straight, "98,99").returncode == 0  # the signal never fires: 3 epochs
@@ -190,8 +192,11 @@ def test_interrupted_sweep_resumes_with_one_command(tmp_path):
     assert f"continue with: python train.py -m resume={cut}" in killed.stdout + killed.stderr
     assert (cut / "0/metrics.json").is_file() and not (cut / "1/metrics.json").exists()
     finished = (cut / "0/metrics.json").read_bytes()
-    cmd = [sys.executable, "train.py", "-m", f"resume={cut}"]
-    resumed = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if how == "resume":
+        cmd = [sys.executable, "train.py", "-m", f"resume={cut}"]
+        resumed = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    else:
+        resumed = sweep(cut, "99,1", SLURM_RESTART_COUNT="1")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "holds a finished run: skipped" in resumed.stdout + resumed.stderr
     assert (cut / "0/metrics.json").read_bytes() == finished  # not trained again
@@ -226,3 +231,25 @@ def test_ckpt_path_last_finds_the_latest_sweep_of_the_same_overrides(tmp_path):
     assert not any(a.startswith("resume=") for a in resumed)
     with pytest.raises(SystemExit, match="not a sweep folder"):
         resume_arguments(["-m", f"resume={tmp_path}"], runs)
+
+
+def test_cache_lock_waits_and_times_out_with_the_file_named(tmp_path):
+    from wbc.cache import file_lock
+
+    held, release = mp.get_context("fork").Event(), mp.get_context("fork").Event()
+
+    def hold():
+        with file_lock(tmp_path / "entry"):
+            held.set()
+            release.wait(10)
+
+    holder = mp.get_context("fork").Process(target=hold)
+    holder.start()
+    assert held.wait(10)
+    with pytest.raises(TimeoutError, match="entry.lock: still locked"):
+        with file_lock(tmp_path / "entry", timeout=0.2):
+            pass
+    release.set()
+    holder.join(10)
+    with file_lock(tmp_path / "entry", timeout=5):  # free again once the holder is gone
+        pass

@@ -136,3 +136,23 @@ def test_optimized_metric_is_the_best_epoch_and_never_test():
     check_optimized_metric("val/accuracy")
     with pytest.raises(UserError, match="never test"):
         check_optimized_metric("test/f1_macro")
+
+
+def test_optuna_search_selects_on_validation(tmp_path):
+    """hparams_search=optuna with 2 trials: each trial returns its best validation macro-F1, and the study's best
+    value is the best of the trials' (never a test metric)."""
+    import yaml
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+           "hydra.sweeper.sampler.n_startup_trials=2", *TINY, "logger=none", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = [json.loads((sweep / str(i) / "metrics.json").read_text()) for i in (0, 1)]
+    lrs = [yaml.safe_load((sweep / str(i) / "config.yaml").read_text())["model"]["lr"] for i in (0, 1)]
+    assert lrs[0] != lrs[1] and all(1e-4 <= lr <= 1e-2 for lr in lrs)  # sampled from the search space
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = max(t["optimized"]["value"] for t in trials)
+    assert results["best_value"] == best
+    assert all(t["optimized"]["value"] == max(h["val/f1_macro"] for h in t["history"]) for t in trials)

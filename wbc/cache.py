@@ -8,7 +8,6 @@ instead of computing the same entry again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,18 @@ def digest(*parts: Any) -> str:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Exclusive lock on ``path + '.lock'`` held for the ``with`` block (blocks until free)."""
+def file_lock(path: str | os.PathLike, timeout: float = -1) -> Iterator[None]:
+    """Exclusive lock on ``path + '.lock'`` held for the ``with`` block (the ``filelock`` package: portable).
+
+    Waits until the lock is free, or at most ``timeout`` seconds (then TimeoutError naming the lock file, which a
+    crashed holder never leaves locked: the operating system releases it with the process)."""
     lock_path = Path(f"{path}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+    try:
+        with FileLock(lock_path, timeout=timeout):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except Timeout as err:
+        raise TimeoutError(f"{lock_path}: still locked by another run after {timeout} s") from err
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -48,7 +48,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lr_scale_auto = resolve_lr_scale(cfg)  # data.lr_scale=auto -> an integer, before anything reads the config
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     identity = describe(cfg, lr_scale_auto)
-    run_info = {**provenance(), "output_dir": str(out), "choices": identity["choices"]}
+    run_info = {
+        **provenance(),
+        "output_dir": str(out),
+        "task_name": cfg.get("task_name", "train"),
+        "tags": list(cfg.get("tags") or []),
+        "choices": identity["choices"],
+    }
     if cfg.data.lr_scale == 1 and cfg.sr.method != "none":
         # Only with data.lr_scale=1 given explicitly (auto gives an SR method f=sr_study_scale): at f=1 there is
         # nothing to super-resolve and this run would repeat the sr=none reference. A sweep over sr x lr_scale
@@ -281,6 +287,7 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
     container = OmegaConf.to_container(cfg, resolve=True)
     walk("", {k: container[k] for k in ("seed", "data", "sr", "model", "trainer") if k in container})
+    flat["tags"] = ",".join(str(t) for t in container.get("tags") or [])
     return flat
 
 

@@ -443,7 +443,8 @@ class WBCDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         trainer = getattr(self, "trainer", None)
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if train:
+        # overfit_batches (debug=overfit) must see the same batches every epoch: no shuffling then
+        if train and not getattr(trainer, "overfit_batches", 0):
             sampler = EpochSampler(dataset.labels, self.seed, self.sampler == "weighted", replicas, rank)
         else:
             sampler = ShardSampler(len(dataset), replicas, rank)
