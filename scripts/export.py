@@ -1,6 +1,9 @@
-"""Export a trained classifier with its SR stage: `python scripts/export.py ckpt_path=... format=onnx|torchscript`.
+"""Export a trained classifier with its SR stage:
+`python scripts/export.py ckpt_path=... format=onnx|export|torchscript`.
 
-Writes <output> (default: next to the checkpoint, .onnx or .pt) and checks it against PyTorch: the maximum
+format=export is torch.export (a .pt2 program: `torch.export.load(path).module()`); TorchScript tracing is
+deprecated in current torch and kept for older deployments. Writes <output> (default: next to the checkpoint,
+.onnx, .pt2 or .pt) and checks it against PyTorch: the maximum
 absolute difference of the probabilities must be at most `tolerance` (default 1e-4). Input of the exported
 model: (N, 3, S/f, S/f) float32 RGB in 0..255; output: (N, C) probabilities in the checkpoint's class order.
 """
@@ -25,7 +28,8 @@ def main(argv: list[str]) -> int:
 
     fmt = args.get("format", "onnx")
     ckpt = Path(args["ckpt_path"])
-    output = Path(args.get("output", ckpt.with_suffix(".onnx" if fmt == "onnx" else ".pt")))
+    suffix = {"onnx": ".onnx", "export": ".pt2"}.get(fmt, ".pt")
+    output = Path(args.get("output", ckpt.with_suffix(suffix)))
     try:
         predictor = Predictor.from_checkpoint(ckpt, "cpu", trust=args.get("trust_checkpoint") == "true")
         result = export(predictor, output, fmt)

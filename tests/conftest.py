@@ -58,3 +58,17 @@ def trained_framed(tmp_path_factory):
 
     options = ["data.framing=scale", "data.stain=reinhard", "data/augment=robust", "data.lr_scale=1", "sr=none"]
     return train_folder_run(tmp_path_factory.mktemp("trained_framed"), options)
+
+
+# Tests that need a classifier trained by `python train.py` (the session fixtures above, a subprocess each) are
+# end-to-end tests: marked slow, like the tests that run a command in a subprocess (marked where they are defined).
+TRAINED_FIXTURES = {"trained", "trained_framed"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(item, "callspec", None)
+        by_name = {v for v in (params.params.values() if params else ()) if isinstance(v, str)}  # getfixturevalue
+        if TRAINED_FIXTURES & (set(getattr(item, "fixturenames", ())) | by_name):
+            item.add_marker(pytest.mark.slow)

@@ -38,6 +38,7 @@ def _sweep(tmp_path, *overrides, n_per_class=12):
     return sweep, proc
 
 
+@pytest.mark.slow
 def test_the_headline_sweep_as_typed(tmp_path):
     """`python train.py -m sr=none,espcn,edsr` (here tiny): three comparable runs at the study factor, sr=none
     included, and a report with a verdict for espcn and for edsr against none."""
@@ -63,6 +64,7 @@ def test_the_headline_sweep_as_typed(tmp_path):
     assert [t["sr"] for t in tests] == ["espcn", "edsr"] and all(t["comparisons"] == 2 for t in tests)
 
 
+@pytest.mark.slow
 def test_multirun_writes_the_comparison(tmp_path):
     sweep, _ = _sweep(tmp_path, "sr=none,bicubic", "data.lr_scale=1,4", "seed=0,1")
 
@@ -102,6 +104,7 @@ def test_multirun_writes_the_comparison(tmp_path):
     assert script.returncode == 0 and "# SR study" in script.stdout
 
 
+@pytest.mark.slow
 def test_compare_on_an_empty_folder_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "scripts/compare.py", str(tmp_path)],

@@ -84,6 +84,7 @@ def _hydra(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_help_and_cfg_job():
     help_out = _hydra("--help")
     assert help_out.returncode == 0

@@ -14,7 +14,7 @@ from wbc.predict import Predictor
 from wbc.sr.stage import SuperResolver
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "export", "torchscript"])
 def test_export_script_checks_against_pytorch(trained, tmp_path, fmt):
     run_dir, _ = trained
     out = tmp_path / f"model.{fmt}"
@@ -67,3 +67,17 @@ def test_plain_resize_stage_exports(trained):
     module = ExportedClassifier(predictor)
     probs = module(torch.rand(3, 3, 16, 16) * 255)
     assert probs.shape == (3, 4) and torch.allclose(probs.sum(1), torch.ones(3))
+
+
+def test_torch_export_program_loads_alone_and_matches(trained, tmp_path):
+    """A .pt2 program loads with torch.export alone and gives the Predictor's probabilities on a batch of 3."""
+    from wbc.export import ExportedClassifier, export
+
+    predictor = Predictor.from_checkpoint(trained[0] / "checkpoints/best.ckpt", "cpu")
+    path = tmp_path / "model.pt2"
+    assert export(predictor, path, "export")["max_abs_diff"] <= 1e-4
+    program = torch.export.load(str(path)).module()
+    size = predictor.preprocessor.image_size // predictor.preprocessor.lr_scale
+    x = torch.rand(3, 3, size, size) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), ExportedClassifier(predictor).eval()(x), atol=1e-5, rtol=1e-4)

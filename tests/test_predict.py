@@ -158,6 +158,7 @@ def test_tta_averages_the_eight_views(trained):
     torch.testing.assert_close(predictor.probabilities(images, tta=True), by_hand)
 
 
+@pytest.mark.slow
 def test_exit_codes_and_messages(trained, tmp_path):
     run_dir, _ = trained
     ckpt = run_dir / "checkpoints/best.ckpt"

@@ -33,6 +33,7 @@ def train(tmp_path, run_dir, *overrides, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_metrics(tmp_path):
     train(tmp_path, tmp_path / "a", *DETERMINISTIC)
     train(tmp_path, tmp_path / "b", *DETERMINISTIC)
@@ -45,6 +46,7 @@ def test_two_runs_give_identical_metrics(tmp_path):
     assert metrics["optimized"] == {"metric": "val/f1_macro", "value": best["val/f1_macro"], "epoch": best["epoch"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, sig):
     train(tmp_path, tmp_path / "straight", *DETERMINISTIC)
@@ -89,6 +91,7 @@ def test_ckpt_path_last_finds_the_latest_run_of_the_same_configuration(tmp_path)
     assert resume_arguments(["-m", "seed=1,2"], tmp_path) == ["-m", "seed=1,2"]
 
 
+@pytest.mark.slow
 def test_run_records_provenance(tmp_path):
     train(tmp_path, tmp_path / "r", *TINY, "logger=none", "trainer.max_epochs=1")
     info = json.loads((tmp_path / "r/run.json").read_text())
@@ -135,6 +138,7 @@ def test_concurrent_and_crashed_cache_writers(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_gives_correct_metrics(tmp_path):
     run = tmp_path / "ddp"
     train(tmp_path, run, *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none",
@@ -160,6 +164,7 @@ def test_ddp_on_two_cpu_processes_gives_correct_metrics(tmp_path):
     assert torch.equal(torch.tensor(metrics["test_confusion_matrix"]), model.test_metrics.confusion_matrix())
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_a_parallel_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
@@ -171,6 +176,7 @@ def test_joblib_launcher_runs_a_parallel_sweep(tmp_path):
     assert seeds == [0, 1] and (sweep / "comparison.md").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["resume", "requeue"])
 def test_interrupted_sweep_resumes_with_one_command(tmp_path, how):
     """A two-job sweep killed (SIGTERM) during job 2, then resumed with `-m resume=<sweep folder>`, or its jobs

@@ -19,6 +19,7 @@ def run_train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_end_to_end(tmp_path):
     proc = run_train(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -96,6 +97,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in output.splitlines() if "ERROR" in line or line.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_mistakes_give_one_line_that_says_what_to_do(tmp_path):
     def run_train(tmp_path, *overrides):  # as a user types it: no test limits
         cmd = [sys.executable, "train.py", f"hydra.run.dir={tmp_path / 'run'}", "logger=none", *overrides]
@@ -138,6 +140,7 @@ def test_optimized_metric_is_the_best_epoch_and_never_test():
         check_optimized_metric("test/f1_macro")
 
 
+@pytest.mark.slow
 def test_optuna_search_selects_on_validation(tmp_path):
     """hparams_search=optuna with 2 trials: each trial returns its best validation macro-F1, and the study's best
     value is the best of the trials' (never a test metric)."""

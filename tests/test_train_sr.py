@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_train_sr_script_stores_weights_that_runs_reuse(tmp_path):
     env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     args = ["sr=espcn", "data.lr_scale=2", "data.image_size=32", "data.source.n_per_class=8", "sr.train.steps=5"]
@@ -32,6 +35,7 @@ def test_train_sr_script_stores_weights_that_runs_reuse(tmp_path):
     assert json.loads((tmp_path / "second/sr_metrics.json").read_text())["test"] == report["test"]
 
 
+@pytest.mark.slow
 def test_train_sr_needs_a_trainable_method(tmp_path):
     proc = subprocess.run(
         [sys.executable, "scripts/train_sr.py", "sr=bicubic", "data.lr_scale=2", f"hydra.run.dir={tmp_path}"],

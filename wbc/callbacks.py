@@ -64,6 +64,10 @@ class InterruptCheckpoint(L.Callback):
     continues exactly; ``interrupted.ckpt`` is used when no epoch had completed. Lightning ends an interrupted
     ``fit`` or ``test`` with ``SystemExit`` of status 0 (SIGTERM) or 1 (Ctrl-C); wrap those calls in
     :meth:`exit_status` to get the statuses above.
+
+    Not Lightning's OnExceptionCheckpoint: that is a ``Checkpoint`` callback, and Lightning takes the first of
+    those as the run's ``trainer.checkpoint_callback`` (the best model's path, ``ckpt_path="best"``), and it
+    saves on any exception (a bug's broken state too) and deletes its file at teardown.
     """
 
     EXIT_STATUS = {"KeyboardInterrupt": 128 + signal.SIGINT, "SIGTERMException": 128 + signal.SIGTERM}

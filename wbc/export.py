@@ -1,4 +1,6 @@
-"""Export a classifier with its SR stage in front to ONNX or TorchScript, and check it against PyTorch."""
+"""Export a classifier with its SR stage in front to ONNX, torch.export (.pt2) or TorchScript, and check it
+against PyTorch. torch.export is PyTorch's current graph capture (TorchScript tracing is deprecated); a .pt2 file
+loads with ``torch.export.load(path).module()`` without this package."""
 
 from __future__ import annotations
 
@@ -86,6 +88,14 @@ def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batc
 
         def run(x: np.ndarray) -> np.ndarray:
             return session.run(None, {"image": x})[0]
+    elif fmt == "export":
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.export.save(torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}}), str(path))
+        loaded = torch.export.load(str(path)).module()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return loaded(torch.from_numpy(x)).numpy()
     elif fmt == "torchscript":
         traced = torch.jit.trace(module, example)
         traced.save(str(path))
@@ -95,7 +105,7 @@ def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batc
             with torch.no_grad():
                 return loaded(torch.from_numpy(x)).numpy()
     else:
-        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
+        raise ValueError(f"format must be onnx, export (torch.export, .pt2) or torchscript, got {fmt!r}")
 
     worst = 0.0
     for n in (1, check_batch):  # two batch sizes: the batch dimension is dynamic

@@ -218,6 +218,7 @@ def test_download_lock_is_exclusive_and_leaves_no_file(tmp_path):
     assert leftovers(tmp_path) == ["marker"]  # no f.npz.lock
 
 
+@pytest.mark.slow
 def test_offline_training_run_prints_one_line(tmp_path):
     env = {**os.environ, "MEDMNIST_ROOT": str(tmp_path / "medmnist"), "WBC_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "train.py", "data=bloodmnist", "data.size=64", "+data.source.url=http://127.0.0.1:9/x.npz",
