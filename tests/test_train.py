@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.helpers import REPO_ROOT, TINY
 
 
-def run_train(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+def run_train(tmp_path, *overrides: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WBC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", **(extra_env or {})}
     cmd = [sys.executable, "train.py", *TINY, f"hydra.run.dir={tmp_path / 'run'}", *overrides]
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -159,3 +159,47 @@ def test_optuna_search_selects_on_validation(tmp_path):
     best = max(t["optimized"]["value"] for t in trials)
     assert results["best_value"] == best
     assert all(t["optimized"]["value"] == max(h["val/f1_macro"] for h in t["history"]) for t in trials)
+
+
+def test_hyperparameters_are_clean_and_the_layout_groups_classes(tmp_path):
+    from tests.helpers import compose_config
+    from wbc.loggers import hyperparameters, tensorboard_layout
+
+    params = hyperparameters(compose_config(["data=pbc", "data.root=/somewhere", "tags=[a,b]"], tmp_path))
+    assert not [k for k in params if k.rsplit(".", 1)[-1] in ("_target_", "_convert_", "root", "cache_dir")]
+    assert params["tags"] == "a,b" and params["model.lr"] == 2.0e-3 and params["seed"] == 0
+    assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
+    layout = tensorboard_layout()
+    chart = layout["val: per class"]["val f1"]
+    assert chart[0] == "Multiline" and chart[1] == ["^val/f1/[^/]+$"]
+
+
+@pytest.mark.slow
+def test_every_logger_gets_the_figures_and_hyperparameters(tmp_path):
+    """'logger=[tensorboard,mlflow]': each logger's own reader shows the run's scalars, figures, clean
+    hyperparameters (TensorBoard: with the headline metrics; a custom-scalars layout), nothing logged twice."""
+    import mlflow
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    env = {"WBC_MLFLOW_DIR": str(tmp_path / "mlflow")}
+    proc = run_train(tmp_path, "logger=[tensorboard,mlflow]", "tags=[e2e]", extra_env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert len(events.Scalars("test/accuracy")) == 1  # logged once
+    assert "hparams/test/accuracy" in tags["scalars"] and "hparams/best_val/f1_macro" in tags["scalars"]
+    layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert charts["test recall"] == ["^test/recall/[^/]+$"]
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow'}/mlflow.db")
+    (found,) = client.search_runs([client.get_experiment_by_name("wbc").experiment_id])
+    assert found.data.params["tags"] == "e2e" and found.data.params["data.image_size"] == "32"
+    assert not [k for k in found.data.params if k.endswith(("_target_", "_convert_", "root", "cache_dir"))]
+    assert {"val/f1_macro", "test/accuracy", "test/recall/Monocyte"} <= set(found.data.metrics)
+    assert len(client.get_metric_history(found.info.run_id, "val/f1_macro")) == 2  # one per epoch
+    figures = {a.path for a in client.list_artifacts(found.info.run_id, "figures")}
+    assert {"figures/confusion_matrix.png", "figures/training_curves.png", "figures/per_class_metrics.png"} <= figures

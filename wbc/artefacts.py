@@ -1,4 +1,4 @@
-"""What a finished run leaves in its folder: metrics.json, figures, predictions, and their TensorBoard copies."""
+"""What a finished run leaves in its folder: metrics.json, figures, predictions, and the loggers' copies."""
 
 from __future__ import annotations
 
@@ -59,10 +59,11 @@ def save_figures(
     confusion: torch.Tensor | None,
     test_metrics: dict[str, float],
     history: list[dict],
-    tb_writer=None,
+    loggers: Sequence = (),
     step: int = 0,
 ) -> list[Path]:
-    """Confusion matrices (counts, row-normalised), per-class chart and training curves as PNG (and to TB)."""
+    """Confusion matrices (counts, row-normalised), per-class chart and training curves as PNG, and to every
+    logger that shows figures (:func:`wbc.loggers.log_figures`)."""
     figures = {}
     if confusion is not None:
         figures["confusion_matrix"] = plot_confusion_matrix(confusion, class_names, title="Test confusion (counts)")
@@ -73,10 +74,11 @@ def save_figures(
         figures["per_class_metrics"] = plot_per_class_metrics(test_metrics, class_names, prefix="test/")
     if history:
         figures["training_curves"] = plot_training_curves(history)
+    from wbc.loggers import log_figures
+
+    log_figures(loggers, figures, step)
     written = []
     for name, fig in figures.items():
-        if tb_writer is not None:
-            tb_writer.add_figure(f"figures/{name}", fig, global_step=step, close=False)
         path = out_dir / f"{name}.png"
         save_figure(fig, path)
         written.append(path)

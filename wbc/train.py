@@ -17,7 +17,6 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -25,6 +24,7 @@ from wbc.artefacts import save_figures, write_json, write_predictions
 from wbc.calibration import calibrate_checkpoint, expected_calibration_error, rescale_probabilities
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
 from wbc.errors import UserError
+from wbc.loggers import add_tensorboard_layout, hyperparameters, log_hyperparameters
 from wbc.metrics import reported
 from wbc.plots import plot_framing_examples, save_figure
 from wbc.provenance import provenance
@@ -101,9 +101,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger; logger=none means "no logs"
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-
-    sr_metrics, sr_timing = report_sr(datamodule, identity["sr"], out, tb) if cfg.data.lr_scale > 1 else (None, {})
+    add_tensorboard_layout(trainer.loggers)
+    sr_metrics, sr_timing = (
+        report_sr(datamodule, identity["sr"], out, trainer.loggers) if cfg.data.lr_scale > 1 else (None, {})
+    )
     ckpt_path = resume_checkpoint(out, ckpt_path, required=sweep_folder() is None)
     started = time.perf_counter()
     with interrupt.exit_status():  # 130 after Ctrl-C, 143 after SIGTERM, once the checkpoint is saved
@@ -169,12 +170,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             model.test_confusion,
             result.get("test", {}),
             history,
-            tb_writer=tb.experiment if tb else None,
+            loggers=trainer.loggers,
             step=trainer.global_step,
         )
-        if tb is not None:
-            headline = {k: v for k, v in result.get("test", {}).items() if "/" not in k.split("/", 1)[1]}
-            tb.log_hyperparams(flat_hparams(cfg), headline)
+        headline = {k: v for k, v in result.get("test", {}).items() if "/" not in k.split("/", 1)[1]}
+        headline[f"best_{result['optimized']['metric']}"] = result["optimized"]["value"]
+        log_hyperparameters(trainer.loggers, hyperparameters(cfg), headline)
         write_json(out / "metrics.json", result)
         write_json(out / "run.json", run_info)
         log.info("run folder: %s", out)
@@ -270,25 +271,6 @@ def describe(cfg: DictConfig, lr_scale_auto: str | None = None) -> dict[str, Any
         "choices": choices,
         "class_names": list(cfg.class_names),
     }
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The config as flat scalar hyperparameters for TensorBoard's HPARAMS tab."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, (int, float, str, bool)) or node is None:
-            flat[prefix] = "null" if node is None else node
-        else:
-            flat[prefix] = str(node)
-
-    container = OmegaConf.to_container(cfg, resolve=True)
-    walk("", {k: container[k] for k in ("seed", "data", "sr", "model", "trainer") if k in container})
-    flat["tags"] = ",".join(str(t) for t in container.get("tags") or [])
-    return flat
 
 
 def _float(value: Any) -> float | None:

@@ -77,7 +77,7 @@ def plot_examples(columns: Mapping[str, np.ndarray], title: str | None = None) -
     return fig
 
 
-def report_sr(datamodule, method: str, out: Path, tb=None, n_examples: int = 6) -> tuple[dict, dict]:
+def report_sr(datamodule, method: str, out: Path, loggers=(), n_examples: int = 6) -> tuple[dict, dict]:
     """PSNR/SSIM of the SR stage (and of bicubic) against the reference on the test split, and a grid of example
     cells (PNG, TensorBoard, and the arrays for the sweep-level grid). Returns (deterministic metrics, timings)."""
     test = datamodule.datasets["test"]
@@ -100,9 +100,11 @@ def report_sr(datamodule, method: str, out: Path, tb=None, n_examples: int = 6) 
         out / "sr_examples.npz", **{f"col{i}": v for i, v in enumerate(columns.values())}, names=np.array(list(columns))
     )
     fig = plot_examples(columns, title=f"sr={method}, x{pre.lr_scale}: test cells")
-    if tb is not None:
-        tb.experiment.add_figure("figures/sr_examples", fig, global_step=0, close=False)
-        tb.log_metrics({f"sr/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
+    from wbc.loggers import log_figures
+
+    log_figures(loggers, {"sr_examples": fig})
+    for logger in loggers:
+        logger.log_metrics({f"sr/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=0)
     save_figure(fig, out / "sr_examples.png")
     log.info(
         "sr=%s x%d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f, %.2f ms/image",

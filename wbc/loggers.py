@@ -1,0 +1,91 @@
+"""A run's figures, scalars and hyperparameters for every configured logger, each in its own reader's form.
+
+TensorBoard gets figures (``add_figure``), the hyperparameters with the headline metrics (HPARAMS tab) and a
+custom-scalars layout: one multi-line chart per per-class metric (a line per class) instead of one chart per class.
+MLflow gets the figures as PNG artefacts (``log_figure``) and the hyperparameters as params; Weights & Biases
+(offline) the figures as images. The CSV logger keeps scalars only: the figures are PNG files in the run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+# config keys that are plumbing, not hyperparameters: Hydra's instantiation keys and paths of this machine
+_NOT_HPARAMS = ("_target_", "_convert_", "_partial_", "root", "cache_dir", "weights", "default_root_dir", "dirpath")
+PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auroc")
+
+
+def _is_wandb(logger: Logger) -> bool:
+    return type(logger).__name__ == "WandbLogger"  # without importing wandb where it is not installed
+
+
+def log_figures(loggers: Sequence[Logger], figures: Mapping[str, Figure], step: int = 0) -> None:
+    """Each figure to each logger that shows figures, under ``figures/<name>``."""
+    for logger in loggers:
+        for name, fig in figures.items():
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(f"figures/{name}", fig, global_step=step, close=False)
+            elif isinstance(logger, MLFlowLogger):
+                logger.experiment.log_figure(logger.run_id, fig, f"figures/{name}.png")
+            elif _is_wandb(logger):
+                import wandb
+
+                logger.experiment.log({f"figures/{name}": wandb.Image(fig)}, step=step)
+
+
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as flat scalar hyperparameters (seed, data, sr, model, trainer, tags), without Hydra's
+    instantiation keys and without paths."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if str(k) not in _NOT_HPARAMS:
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float, str, bool)) or node is None:
+            flat[prefix] = "null" if node is None else node
+        else:
+            flat[prefix] = str(node)
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    walk("", {k: container[k] for k in ("seed", "data", "sr", "model", "trainer") if k in container})
+    flat["tags"] = ",".join(str(t) for t in container.get("tags") or [])
+    return flat
+
+
+def log_hyperparameters(loggers: Sequence[Logger], params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """``params`` to every logger; TensorBoard also ties ``metrics`` (headline values) to them in its HPARAMS tab.
+    The metrics go under ``hparams/``: the scalars of the same names were logged once already, by the run."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(dict(params), {f"hparams/{k}": v for k, v in metrics.items() if v is not None})
+        else:
+            logger.log_hyperparams(dict(params))
+
+
+def tensorboard_layout() -> dict[str, dict[str, list]]:
+    """The custom-scalars layout: per stage (val, test), one multi-line chart per per-class metric, a line per
+    class (a regular expression over the ``<stage>/<metric>/<class>`` tags), and the macro means and losses."""
+    layout: dict[str, dict[str, list]] = {}
+    for stage in ("val", "test"):
+        layout[f"{stage}: per class"] = {
+            f"{stage} {m}": ["Multiline", [rf"^{stage}/{m}/[^/]+$"]] for m in PER_CLASS_METRICS
+        }
+    layout["macro means and loss"] = {
+        "macro F1": ["Multiline", [r"^(train|val)/f1_macro$"]],
+        "accuracy": ["Multiline", [r"^(train|val)/accuracy$"]],
+        "loss": ["Multiline", [r"^(train|val)/loss$"]],
+    }
+    return layout
+
+
+def add_tensorboard_layout(loggers: Sequence[Logger]) -> None:
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_custom_scalars(tensorboard_layout())
