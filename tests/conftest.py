@@ -1,10 +1,13 @@
 """Test settings: one torch thread (two threads and a second busy process slow each other badly), offline."""
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# logger=mlflow writes its store where this says (a config test instantiates it): never into the checkout
+os.environ.setdefault("WBC_MLFLOW_DIR", os.path.join(tempfile.mkdtemp(prefix="wbc-mlflow-"), "mlflow"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -29,3 +29,34 @@ def test_unknown_model_and_pretrained_cnn_are_clear():
         create_model("vgg", 4)
     with pytest.raises(ValueError, match="no pretrained weights"):
         create_model("cnn", 4, pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["timm/resnet18d", "timm/convnext_atto"])
+def test_timm_backbones_train_offline(name):
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=4)  # pretrained=False: nothing downloaded
+    x = torch.randn(2, 3, 64, 64)
+    out = net(x)
+    assert out.shape == (2, 4)
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_timm_unknown_architecture_is_one_line():
+    pytest.importorskip("timm")
+    from wbc.errors import UserError
+
+    with pytest.raises(UserError, match="timm has no architecture 'resnet_nope'; similar: .*resnet"):
+        create_model("timm/resnet_nope", 4)
+
+
+def test_timm_model_in_the_lightning_module(tmp_path):
+    pytest.importorskip("timm")
+    from hydra.utils import instantiate
+
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["model=timm", "model.net.name=timm/convnext_atto"], tmp_path)
+    model = instantiate(cfg.model, class_names=list(cfg.class_names), class_counts=[1, 1, 1, 1], preprocessing={})
+    assert type(model.net).__module__.startswith("timm") and model(torch.zeros(2, 3, 32, 32) + 100).shape == (2, 4)

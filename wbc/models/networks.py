@@ -70,8 +70,31 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+TIMM_PREFIX = "timm/"
+
+
+def _timm(arch: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Any timm architecture (``timm/convnext_atto``, ``timm/resnet18d``, ...) with a ``num_classes`` head;
+    ``pretrained=True`` downloads its weights from the Hugging Face Hub (needs the network once)."""
+    try:
+        import timm
+    except ImportError as err:
+        from wbc.errors import UserError
+
+        raise UserError(f'model.net.name={TIMM_PREFIX}{arch} needs timm: pip install -e ".[timm]"') from err
+    if arch not in timm.list_models():
+        from wbc.errors import UserError
+
+        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
+        raise UserError(f"timm has no architecture {arch!r}; similar: {', '.join(close) or 'none'}")
+    return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
 def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a registered network. ``pretrained=True`` downloads ImageNet weights (needs the network once)."""
+    """Build a registered network, or a timm one (``timm/<architecture>``). ``pretrained=True`` downloads
+    ImageNet weights (needs the network once)."""
+    if name.startswith(TIMM_PREFIX):
+        return _timm(name[len(TIMM_PREFIX) :], num_classes, pretrained, **kwargs)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)} or timm/<architecture>")
     return MODELS[name](num_classes=num_classes, pretrained=pretrained, **kwargs)
