@@ -38,6 +38,7 @@ class WBCClassifier(L.LightningModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         preprocessing: Mapping[str, Any] | None = None,
+        channels_last: bool = True,
     ):
         super().__init__()
         if scheduler not in (None, "none", "cosine", "plateau"):
@@ -45,6 +46,11 @@ class WBCClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.net = create_model(num_classes=len(self.class_names), **dict(net))
+        # NHWC ("channels last") weights and activations: oneDNN's and cuDNN's fast layout for convolutions; the
+        # images arrive NHWC-strided already (uint8 HWC arrays permuted), so no copy is needed on the way in
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         # Temperature scaling (wbc.calibration): 1 while training, fitted on the validation split afterwards
@@ -78,6 +84,8 @@ class WBCClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of RGB images (uint8 in 0..255, or float in 0..1), divided by the fitted
         temperature: their softmax is the calibrated confidence."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
         return self.net((x - self.mean) / self.std) / self.temperature
