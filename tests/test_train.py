@@ -203,3 +203,17 @@ def test_every_logger_gets_the_figures_and_hyperparameters(tmp_path):
     assert len(client.get_metric_history(found.info.run_id, "val/f1_macro")) == 2  # one per epoch
     figures = {a.path for a in client.list_artifacts(found.info.run_id, "figures")}
     assert {"figures/confusion_matrix.png", "figures/training_curves.png", "figures/per_class_metrics.png"} <= figures
+
+
+@pytest.mark.slow
+def test_gpu_check_script_writes_its_report(tmp_path):
+    """scripts/gpu_check.sh on a CPU (its own check): finds what it needs installed, runs the steps asked for and
+    writes one JSON with each step's exit status; an unknown step is refused."""
+    cmd = ["bash", "scripts/gpu_check.sh", "--device", "cpu", "--steps", "env", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["device"] == "cpu" and report["failed_steps"] == [] and report["env"]["torch"] == torch.__version__
+    bad = subprocess.run([*cmd[:-4], "--steps", "nope", "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert bad.returncode != 0 and "unknown step 'nope'" in bad.stderr
