@@ -26,6 +26,9 @@ class SRTrainConfig:
     ``lr_decay_at``: the learning rate is halved once, after this fraction of ``steps`` (EDSR's step decay,
     compressed to one halving for short runs); a value >= 1 keeps it constant.
     ``augment``: random horizontal/vertical flips and 90-degree rotations of each patch pair.
+    ``schedule``: ``step`` (the halving above) or ``cosine`` (from ``lr`` down to 0 over ``steps``, no halving).
+    ``ema``: the decay of an exponential moving average of the weights, which become the model's at the end (0:
+    off; 0.999 averages about the last thousand steps, smoothing the noise of small batches).
     """
 
     steps: int = 2000
@@ -36,6 +39,8 @@ class SRTrainConfig:
     seed: int = 0
     augment: bool = True
     log_every: int = 100
+    schedule: str = "step"
+    ema: float = 0.0
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:
@@ -136,6 +141,10 @@ def train_sr(
         raise ValueError(f"steps and batch_size must be >= 1, got {cfg.steps} and {cfg.batch_size}")
     if cfg.patch_size % scale:
         raise ValueError(f"patch_size={cfg.patch_size} is not divisible by scale={scale}")
+    if cfg.schedule not in ("step", "cosine"):
+        raise ValueError(f"sr.train.schedule must be step or cosine, got {cfg.schedule!r}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"sr.train.ema must be in [0, 1), got {cfg.ema}")
     start = time.perf_counter()
     h, w = (hr_images.shape[1] // scale) * scale, (hr_images.shape[2] // scale) * scale
     hr_images = np.ascontiguousarray(hr_images[:, :h, :w])
@@ -147,12 +156,21 @@ def train_sr(
 
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    decay_step = math.ceil(cfg.lr_decay_at * cfg.steps) if cfg.lr_decay_at < 1 else None
+    cosine = cfg.schedule == "cosine"
+    decay_step = math.ceil(cfg.lr_decay_at * cfg.steps) if cfg.lr_decay_at < 1 and not cosine else None
+    average = (
+        torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
+        if cfg.ema
+        else None
+    )
     losses = np.empty(cfg.steps, dtype=np.float64)
     for step in range(cfg.steps):
         if step == decay_step:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr / 2
+        if cosine:
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / cfg.steps))
         lr_np, hr_np = sample_patch_pairs(
             lr_images, hr_images, scale, (ph, pw), cfg.batch_size, rng, augment=cfg.augment
         )
@@ -161,12 +179,16 @@ def train_sr(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         losses[step] = loss.item()
         done = step + 1
         if log is not None and cfg.log_every > 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             recent = losses[max(0, done - cfg.log_every) : done].mean()
             lr_now = optimizer.param_groups[0]["lr"]
             log(f"sr step {done}/{cfg.steps} l1 {recent:.4f} lr {lr_now:.2e}")
+    if average is not None:  # the averaged weights (and buffers, none in ESPCN/EDSR) become the model's
+        model.load_state_dict(average.module.state_dict())
     model.eval()
 
     tenth = max(1, cfg.steps // 10)
