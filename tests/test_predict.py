@@ -355,3 +355,41 @@ def test_evaluate_writes_calibration_and_coverage(trained, tmp_path):
     assert curve[-1]["accuracy"] == pytest.approx(summary["accuracy"])
     assert [r["threshold"] for r in curve] == sorted((r["threshold"] for r in curve), reverse=True)
     assert (tmp_path / "out/coverage_accuracy.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet18"])
+def test_gradcam_layer_and_map_by_hand(name):
+    """The grad-cam library on our target layer (after batch norm, activation and residual add) gives the map
+    computed by hand: ReLU(sum_k mean(dy/dA_k) A_k), scaled to 0..1, resized, and scaled to 0..1 again, as the
+    library does."""
+    import cv2
+
+    from wbc.explain import CAM_METHODS, GradCAM, target_layer
+    from wbc.models.module import WBCClassifier
+
+    torch.manual_seed(0)
+    model = WBCClassifier({"name": name}, ["a", "b", "c", "d"]).eval()
+    layer = target_layer(model.net)
+    assert layer is (model.net.layer4[-1] if name == "resnet18" else model.net.features[-2])  # cnn: last ReLU
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    saved = {}
+    handle = layer.register_forward_hook(lambda m, i, o: saved.__setitem__("act", o))
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    logits = model(x)
+    handle.remove()
+    act = saved["act"]
+    grads = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), act)[0]
+    cam = torch.relu((grads.mean((2, 3), keepdim=True) * act).sum(1)).detach().numpy()
+    expected = []
+    for c in cam:
+        c = c - c.min()
+        c = cv2.resize(c / (1e-7 + c.max()), (32, 32))
+        c = c - c.min()
+        expected.append(c / (1e-7 + c.max()))
+    heat = GradCAM(model, "gradcam")(images)
+    np.testing.assert_allclose(heat, np.stack(expected), atol=1e-4)
+    for method in CAM_METHODS[1:]:
+        other = GradCAM(model, method)(images)
+        assert other.shape == (2, 32, 32) and other.min() >= 0 and other.max() <= 1 + 1e-6
+    with pytest.raises(ValueError, match="gradcam_method must be one of"):
+        GradCAM(model, "saliency")

@@ -1,4 +1,4 @@
-"""What prediction can draw: an image with its label and confidence, and Grad-CAM heatmaps (torch hooks)."""
+"""What prediction can draw: an image with its label and confidence, and class-activation heatmaps (grad-cam)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from wbc.models.module import WBCClassifier
@@ -15,39 +14,62 @@ from wbc.models.module import WBCClassifier
 DISPLAY_SIZE = 256  # overlays are enlarged to at least this size so the text stays legible
 
 
-class GradCAM:
-    """Grad-CAM (Selvaraju et al. 2017) on the last convolution of the network, for the predicted class."""
+CAM_METHODS = ("gradcam", "gradcam++", "eigencam")
 
-    def __init__(self, model: WBCClassifier):
+
+def target_layer(net: torch.nn.Module) -> torch.nn.Module:
+    """The layer whose output class-activation maps weigh: the network's last feature map, after its batch norm,
+    activation and residual add (the last Conv2d alone would sit before them).
+
+    torchvision ResNet: the last block of ``layer4``; EfficientNet: the last ``features`` stage; the project's cnn:
+    the activation of its last convolution block; a timm model: its last feature stage (``feature_info``);
+    otherwise the last convolution."""
+    from torchvision.models import EfficientNet, ResNet
+
+    from wbc.models.networks import SimpleCNN
+
+    if isinstance(net, ResNet):
+        return net.layer4[-1]
+    if isinstance(net, EfficientNet):
+        return net.features[-1]
+    if isinstance(net, SimpleCNN):
+        return [m for m in net.features if isinstance(m, torch.nn.ReLU)][-1]
+    info = getattr(net, "feature_info", None)
+    if info is not None:
+        return net.get_submodule(info[-1]["module"])
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        raise ValueError("class-activation maps need a network with a convolution layer")
+    return convs[-1]
+
+
+class GradCAM:
+    """Class-activation maps for each image's predicted class through the grad-cam library (pytorch-grad-cam):
+    ``gradcam`` (Selvaraju et al. 2017), ``gradcam++`` (Chattopadhay et al. 2018) or ``eigencam`` (Muhammad and
+    Yeasin 2020, gradient-free), on :func:`target_layer`."""
+
+    def __init__(self, model: WBCClassifier, method: str = "gradcam"):
+        from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus
+        from pytorch_grad_cam import GradCAM as LibGradCAM
+
+        if method not in CAM_METHODS:
+            raise ValueError(f"gradcam_method must be one of {', '.join(CAM_METHODS)}, got {method!r}")
         self.model = model
-        convs = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
-        if not convs:
-            raise ValueError("Grad-CAM needs a network with a convolution layer")
-        self.layer = convs[-1]
+        self.layer = target_layer(model.net)
+        cls = {"gradcam": LibGradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}[method]
+        self.cam = cls(model=model, target_layers=[self.layer])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 -> (N, S, S) heatmaps in 0..1 for each image's predicted class."""
-        saved: dict[str, torch.Tensor] = {}
-
-        def keep(_module, _inputs, output):
-            saved["act"] = output
-            output.register_hook(lambda grad: saved.__setitem__("grad", grad))
-
-        handle = self.layer.register_forward_hook(keep)
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device).float().div(255)
+        was_training = self.model.training
         try:
-            device = next(self.model.parameters()).device
-            x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(device)
             with torch.enable_grad():
-                self.model.zero_grad(set_to_none=True)
-                logits = self.model(x)
-                logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+                return np.asarray(self.cam(input_tensor=x, targets=None), dtype=np.float32)
         finally:
-            handle.remove()
-        weights = saved["grad"].mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * saved["act"]).sum(1, keepdim=True))
-        cam = F.interpolate(cam, size=images.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
-        peak = cam.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
-        return (cam / peak).detach().cpu().numpy()
+            self.model.train(was_training)
+            self.model.zero_grad(set_to_none=True)
 
 
 def _enlarged(image: np.ndarray) -> Image.Image:

@@ -424,7 +424,7 @@ def run(cfg: Any) -> int:
             log.error("%s", err)
             return 2
         report_folders(found, root)
-    cam = GradCAM(predictor.model) if cfg.gradcam else None
+    cam = GradCAM(predictor.model, cfg.get("gradcam_method", "gradcam")) if cfg.gradcam else None
 
     def visualise(indices: list[int], images: np.ndarray, p: torch.Tensor) -> None:
         heat = cam(images) if cam is not None else None
