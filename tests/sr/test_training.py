@@ -157,3 +157,51 @@ def test_ema_weights_are_the_running_average(hr_images):
         for snap in snapshots[1:]:
             expected = decay * expected + (1 - decay) * snap[key]
         torch.testing.assert_close(value, expected)
+
+
+def test_task_loss_pulls_the_classifier_outputs_together(hr_images):
+    """loss=l1+task: the frozen classifier's KL term (its probabilities on SR against those on the reference)
+    falls during training, the classifier is left untouched, and the term is refused without a classifier."""
+    from wbc.models.module import WBCClassifier
+
+    torch.manual_seed(0)
+    classifier = WBCClassifier({"name": "cnn", "channels": [8, 16], "hidden": 16}, ["a", "b", "c", "d"]).eval()
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    cfg = SRTrainConfig(steps=60, batch_size=4, patch_size=24, loss="l1+task", task_weight=1.0, task_batch=4)
+    stats = train_sr(_tiny("espcn"), hr_images, 2, cfg, task=classifier)
+    assert stats["final_task_loss"] < stats["initial_task_loss"]
+    assert stats["final_loss"] < stats["initial_loss"]  # the L1 alone, still learned
+    for k, v in classifier.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="needs a classifier"):
+        train_sr(_tiny("espcn"), hr_images, 2, cfg)
+
+
+def test_task_loss_needs_a_reference_classifier_checkpoint(tmp_path):
+    from wbc.errors import UserError
+    from wbc.sr.stage import SuperResolver
+
+    stage = SuperResolver("espcn", 2, train={"loss": "l1+task"})
+    with pytest.raises(UserError, match="needs sr.train.task_checkpoint"):
+        stage.prepare(lambda: np.zeros((2, 8, 8, 3), np.uint8), "k", tmp_path)
+    stage = SuperResolver("espcn", 2, train={"loss": "l1+task", "task_checkpoint": str(tmp_path / "none.ckpt")})
+    with pytest.raises(UserError, match="checkpoint not found"):
+        stage.prepare(lambda: np.zeros((2, 8, 8, 3), np.uint8), "k", tmp_path)
+
+
+def test_task_loss_with_real_checkpoints(trained, trained_framed, tmp_path):
+    """A classifier trained at f=1 drives the task term (its content keys the stored weights); one trained on
+    reduced images (f=2) is refused with one line."""
+    from wbc.errors import UserError
+    from wbc.sr.stage import SuperResolver
+
+    reference = str(trained_framed[0] / "checkpoints/best.ckpt")
+    images = smooth_batch(8, 32)
+    train = {"loss": "l1+task", "task_checkpoint": reference, "steps": 4, "batch_size": 2, "patch_size": 16}
+    stage = SuperResolver("espcn", 2, train=train)
+    stage.prepare(lambda: images, "k", tmp_path)
+    assert stage.ready and "final_task_loss" in stage.train_stats
+    assert stage._task_digest and len(list(tmp_path.glob("espcn-x2-*.pt"))) == 1
+    reduced = {**train, "task_checkpoint": str(trained[0] / "checkpoints/best.ckpt")}
+    with pytest.raises(UserError, match="trained at data.lr_scale>1"):
+        SuperResolver("espcn", 2, train=reduced).prepare(lambda: images, "k", tmp_path)

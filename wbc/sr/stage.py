@@ -105,6 +105,37 @@ class SuperResolver:
         torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, buffer)
         self.weights_digest = hashlib.blake2b(buffer.getvalue(), digest_size=10).hexdigest()
 
+    _task_digest: str | None = None
+
+    def _task_classifier(self) -> torch.nn.Module | None:
+        """The frozen classifier of ``sr.train.loss=l1+task`` (its checkpoint's content is part of the weights'
+        key), or None for the plain L1 loss."""
+        cfg = self.train_cfg
+        if cfg.loss != "l1+task":
+            return None
+        from wbc.errors import UserError
+        from wbc.models.module import WBCClassifier
+        from wbc.predict import CheckpointError, load_checkpoint
+
+        if not cfg.task_checkpoint:
+            raise UserError(
+                "sr.train.loss=l1+task needs sr.train.task_checkpoint=<a classifier's best.ckpt trained at "
+                "data.lr_scale=1 on the same split> (python train.py data.lr_scale=1 ...)"
+            )
+        path = Path(cfg.task_checkpoint).expanduser()
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            raise UserError(f"sr.train.task_checkpoint: {err}") from err
+        if ckpt["hyper_parameters"]["preprocessing"].get("lr_scale", 1) != 1:
+            raise UserError(f"sr.train.task_checkpoint={path}: trained at data.lr_scale>1; the task term needs a "
+                            "classifier of the reference images (data.lr_scale=1)")  # fmt: skip
+        model = WBCClassifier(**ckpt["hyper_parameters"])
+        ckpt["state_dict"].setdefault("temperature", torch.ones(()))
+        model.load_state_dict(ckpt["state_dict"])
+        self._task_digest = hashlib.blake2b(path.read_bytes(), digest_size=10).hexdigest()
+        return model.eval()
+
     def prepare(
         self, training_images: Callable[[], np.ndarray], dataset_key: str, store_dir: str | os.PathLike | None
     ) -> None:
@@ -115,7 +146,8 @@ class SuperResolver:
         """
         if self.ready or not self.trainable:
             return
-        key = digest(dataset_key, self.method, self.scale, self.arch, vars(self.train_cfg))
+        task = self._task_classifier()
+        key = digest(dataset_key, self.method, self.scale, self.arch, vars(self.train_cfg), self._task_digest)
         path = None if store_dir is None else Path(store_dir) / f"{self.method}-x{self.scale}-{key}.pt"
         self.weights_path = path
         if path is not None and path.exists():
@@ -133,7 +165,7 @@ class SuperResolver:
                 len(hr),
                 self.train_cfg.steps,
             )
-            stats = train_sr(self.model, hr, self.scale, self.train_cfg, device=self.device, log=log.info)
+            stats = train_sr(self.model, hr, self.scale, self.train_cfg, device=self.device, log=log.info, task=task)
             payload = {"state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()}, "stats": stats}
             if path is not None:
                 atomic_write(path, lambda f: torch.save(payload, f))

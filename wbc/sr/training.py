@@ -29,6 +29,10 @@ class SRTrainConfig:
     ``schedule``: ``step`` (the halving above) or ``cosine`` (from ``lr`` down to 0 over ``steps``, no halving).
     ``ema``: the decay of an exponential moving average of the weights, which become the model's at the end (0:
     off; 0.999 averages about the last thousand steps, smoothing the noise of small batches).
+    ``loss``: ``l1`` (the patches' L1), or ``l1+task``: plus ``task_weight`` times a task term from a frozen
+    classifier (``task_checkpoint``, trained on the reference images): the KL divergence of its class
+    probabilities on the super-resolved whole image from those on the reference, over ``task_batch`` whole
+    training images a step. Pixels the classifier relies on then weigh more than PSNR gives them.
     """
 
     steps: int = 2000
@@ -41,6 +45,10 @@ class SRTrainConfig:
     log_every: int = 100
     schedule: str = "step"
     ema: float = 0.0
+    loss: str = "l1"
+    task_weight: float = 0.1
+    task_checkpoint: str | None = None
+    task_batch: int = 8
 
 
 def _as_batch(images: np.ndarray) -> np.ndarray:
@@ -123,6 +131,7 @@ def train_sr(
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
     val_hr: np.ndarray | None = None,
+    task: nn.Module | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place to map ``make_lr(hr, scale)`` patches to their HR patches with L1 loss.
 
@@ -132,7 +141,9 @@ def train_sr(
     ``np.random.default_rng(cfg.seed)`` and the loop draws nothing from torch's RNG.
     The model is left on ``device`` in eval mode. Returns ``steps``, ``initial_loss`` / ``final_loss`` (mean
     L1 over the first / last 10% of steps), ``seconds`` and, if ``val_hr`` is given, ``psnr_val`` (SR vs HR)
-    and ``psnr_val_bicubic`` (bicubic upscale vs HR) on those images.
+    and ``psnr_val_bicubic`` (bicubic upscale vs HR) on those images. With ``loss=l1+task``, ``task`` is the
+    frozen classifier (float NCHW images in 0..1 -> logits) and ``initial_task_loss`` / ``final_task_loss``
+    are reported too.
     """
     hr_images = _as_batch(hr_images)
     if len(hr_images) == 0:
@@ -145,6 +156,10 @@ def train_sr(
         raise ValueError(f"sr.train.schedule must be step or cosine, got {cfg.schedule!r}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"sr.train.ema must be in [0, 1), got {cfg.ema}")
+    if cfg.loss not in ("l1", "l1+task"):
+        raise ValueError(f"sr.train.loss must be l1 or l1+task, got {cfg.loss!r}")
+    if cfg.loss == "l1+task" and task is None:
+        raise ValueError("sr.train.loss=l1+task needs a classifier: set sr.train.task_checkpoint")
     start = time.perf_counter()
     h, w = (hr_images.shape[1] // scale) * scale, (hr_images.shape[2] // scale) * scale
     hr_images = np.ascontiguousarray(hr_images[:, :h, :w])
@@ -164,6 +179,11 @@ def train_sr(
         else None
     )
     losses = np.empty(cfg.steps, dtype=np.float64)
+    task_losses = np.zeros(cfg.steps, dtype=np.float64)
+    if task is not None and cfg.loss == "l1+task":
+        task = task.to(device).eval().requires_grad_(False)
+    else:
+        task = None
     for step in range(cfg.steps):
         if step == decay_step:
             for group in optimizer.param_groups:
@@ -175,13 +195,22 @@ def train_sr(
             lr_images, hr_images, scale, (ph, pw), cfg.batch_size, rng, augment=cfg.augment
         )
         lr_t, hr_t = _to_tensor(lr_np, device), _to_tensor(hr_np, device)
-        loss = nn.functional.l1_loss(model(lr_t), hr_t)
+        l1 = nn.functional.l1_loss(model(lr_t), hr_t)
+        loss = l1
+        if task is not None:
+            pick = rng.integers(0, len(hr_images), cfg.task_batch)
+            with torch.no_grad():
+                target = task(_to_tensor(hr_images[pick], device)).log_softmax(1)
+            restored = model(_to_tensor(lr_images[pick], device)).clamp(0.0, 1.0)
+            term = nn.functional.kl_div(task(restored).log_softmax(1), target, log_target=True, reduction="batchmean")
+            task_losses[step] = term.item()
+            loss = loss + cfg.task_weight * term
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if average is not None:
             average.update_parameters(model)
-        losses[step] = loss.item()
+        losses[step] = l1.item()
         done = step + 1
         if log is not None and cfg.log_every > 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             recent = losses[max(0, done - cfg.log_every) : done].mean()
@@ -197,6 +226,9 @@ def train_sr(
         "initial_loss": float(losses[:tenth].mean()),
         "final_loss": float(losses[-tenth:].mean()),
     }
+    if task is not None:
+        stats["initial_task_loss"] = float(task_losses[:tenth].mean())
+        stats["final_task_loss"] = float(task_losses[-tenth:].mean())
     if val_hr is not None:
         val_hr = _as_batch(val_hr)
         vh, vw = (val_hr.shape[1] // scale) * scale, (val_hr.shape[2] // scale) * scale
