@@ -311,3 +311,20 @@ def test_min_size_decodes_a_jpeg_at_reduced_scale(tmp_path):
     png = tmp_path / "big.png"
     Image.fromarray(rng.integers(0, 256, (360, 363, 3), dtype=np.uint8)).save(png)
     assert read_image(png, min_size=64).shape == (360, 363, 3)  # only JPEG has a reduced-scale decode
+
+
+def test_fast_jpeg_path_gives_pils_pixels(pbc_root, monkeypatch):
+    """Plain colour JPEGs go through simplejpeg (libjpeg-turbo): the same pixels as PIL's path, at full and at
+    reduced (DCT) scale, on real PBC files."""
+    import wbc.data.decode as decode
+
+    if decode.simplejpeg is None:
+        pytest.skip("simplejpeg not installed")
+    files = sorted(pbc_root.glob("*/*.jpg"))[::500][:12]
+    fast = [[decode.read_image(f, min_size=m) for m in (None, 64, 128)] for f in files]
+    monkeypatch.setattr(decode, "simplejpeg", None)
+    for f, images in zip(files, fast, strict=True):
+        for image, m in zip(images, (None, 64, 128), strict=True):
+            slow = decode.read_image(f, min_size=m)
+            assert image.shape == slow.shape and np.array_equal(image, slow), (f, m)
+            assert image.flags.writeable and image.flags.c_contiguous
