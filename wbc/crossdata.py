@@ -164,6 +164,11 @@ def run(cfg: Any) -> int:
     settings = [(a, t) for a in _settings(cfg.adapt_bn) for t in _settings(cfg.tta)]
     results = []
     for name, folder in dict(cfg.datasets).items():
+        try:  # one pixel size per folder (one microscope), measured once for all its settings
+            um_per_px = input_um_per_px(predictor, list_inputs(folder)[0], cfg.um_per_px, cfg.decode_threads)
+        except (FileNotFoundError, ValueError) as err:
+            log.error("%s: %s", name, err)
+            return 2
         for adapt, tta in settings:
             try:
                 r = evaluate_folder(
@@ -171,7 +176,7 @@ def run(cfg: Any) -> int:
                     folder,
                     class_map,
                     bool(adapt),
-                    cfg.um_per_px,
+                    um_per_px,
                     cfg.batch_size,
                     cfg.decode_threads,
                     cfg.bootstrap,

@@ -2,8 +2,8 @@
 
 TensorBoard gets figures (``add_figure``), the hyperparameters with the headline metrics (HPARAMS tab) and a
 custom-scalars layout: one multi-line chart per per-class metric (a line per class) instead of one chart per class.
-MLflow gets the figures as PNG artefacts (``log_figure``) and the hyperparameters as params; Weights & Biases
-(offline) the figures as images. The CSV logger keeps scalars only: the figures are PNG files in the run folder.
+MLflow gets the figures as PNG artefacts (``log_figure``) and the hyperparameters as params. The CSV logger keeps
+scalars only: the figures are PNG files in the run folder.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ _NOT_HPARAMS = ("_target_", "_convert_", "_partial_", "root", "cache_dir", "weig
 PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auroc")
 
 
-def _is_wandb(logger: Logger) -> bool:
-    return type(logger).__name__ == "WandbLogger"  # without importing wandb where it is not installed
-
-
 def log_figures(loggers: Sequence[Logger], figures: Mapping[str, Figure], step: int = 0) -> None:
     """Each figure to each logger that shows figures, under ``figures/<name>``."""
     for logger in loggers:
@@ -32,10 +28,6 @@ def log_figures(loggers: Sequence[Logger], figures: Mapping[str, Figure], step: 
                 logger.experiment.add_figure(f"figures/{name}", fig, global_step=step, close=False)
             elif isinstance(logger, MLFlowLogger):
                 logger.experiment.log_figure(logger.run_id, fig, f"figures/{name}.png")
-            elif _is_wandb(logger):
-                import wandb
-
-                logger.experiment.log({f"figures/{name}": wandb.Image(fig)}, step=step)
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
