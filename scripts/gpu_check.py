@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--pbc", default=str(REPO.parent / "shared" / "data" / "pbc"))
     parser.add_argument("--out", default=str(REPO / "outputs" / "gpu_check"))
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu")
-    parser.add_argument("--steps", default="env,train,sr_sweep,predict,export,ddp,benchmark")
+    parser.add_argument("--steps", default="env,train,predict,export,benchmark,sr_sweep,ddp")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per step")
     args = parser.parse_args()
     out = Path(args.out).resolve()

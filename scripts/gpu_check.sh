@@ -15,7 +15,7 @@ missing=$("$PY" - <<'PY'
 import importlib.util as u
 need = {"hydra": "hydra-core", "omegaconf": "omegaconf", "albumentations": "albumentations", "lightning": "lightning",
         "torchmetrics": "torchmetrics", "matplotlib": "matplotlib", "tensorboard": "tensorboard", "scipy": "scipy",
-        "filelock": "filelock", "cv2": "opencv-contrib-python-headless"}
+        "filelock": "filelock", "simplejpeg": "simplejpeg", "cv2": "opencv-contrib-python-headless"}
 print(" ".join(pkg for mod, pkg in need.items() if u.find_spec(mod) is None))
 PY
 )
