@@ -9,7 +9,7 @@ Each step is the project's own command, timed, with its exit status and the figu
   predict    predict.py on the GPU over PBC's test split of that run: images per second
   export     scripts/export.py format=onnx and format=export (torch.export): max |p - p_torch|
   ddp        train.py trainer=ddp on every GPU present (synthetic data, 1 epoch)
-  benchmark  scripts/benchmark.py --parts step,predict in bf16: throughput against the bare model
+  benchmark  python -m benchmarks --parts step,predict --device cuda in bf16: throughput against the bare model
 
 `--device cpu` runs the same steps on a CPU (float32, tiny limits): the check of this script itself.
 """
@@ -125,9 +125,10 @@ def main() -> int:
                 cmd.append("trainer.accelerator=cpu")
             report["ddp"] = run_step(step, cmd, out, args.timeout) | {"devices": devices}
         elif step == "benchmark":
-            precision = "bf16-mixed" if gpu else "32-true"
-            cmd = [py, "scripts/benchmark.py", "--parts", "step,predict", "--precision", precision,
-                   "--pbc", args.pbc, "--repeats", "1" if not gpu else "3"]  # fmt: skip
+            # one repeat, so that the two parts fit well inside the step's timeout; tiny limits on a CPU
+            tiny = ["--batches", "3", "--workers", "0", "--predict-images", "64"]
+            cmd = [py, "-m", "benchmarks", "--parts", "step,predict", "--device", "cuda" if gpu else "cpu",
+                   "--repeats", "1", "--pbc", args.pbc, *(["--precision", "bf16-mixed"] if gpu else tiny)]  # fmt: skip
             r = report["benchmark"] = run_step(step, cmd, out, args.timeout)
             for part in ("step", "predict"):
                 result = REPO / "outputs" / "benchmarks" / f"{part}.json"
