@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wbc  # noqa: E402,F401
+from wbc.data.datamodule import build_datamodule  # noqa: E402
 from wbc.data.resize import upscale  # noqa: E402
 from wbc.sr.report import sr_quality  # noqa: E402
 
@@ -39,7 +40,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit("train_sr needs a trainable method (sr=espcn or sr=edsr) and data.lr_scale >= 2")
     out = Path(cfg.paths.output_dir)
     restorer = instantiate(cfg.sr)
-    datamodule = instantiate(cfg.data, restorer=restorer, seed=cfg.seed)
+    datamodule = build_datamodule(cfg.data, restorer=restorer, seed=cfg.seed)
     datamodule.setup("fit")  # trains (or loads) the SR model on the training split, then caches its outputs
     pre = datamodule.preprocessor
     report = {

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import CONF_DIR, REPO_ROOT, compose_config
-from wbc.data.datamodule import WBCDataModule
+from wbc.data.datamodule import WBCDataModule, build_datamodule
 from wbc.models.module import WBCClassifier
 from wbc.sr.stage import SuperResolver
 
@@ -33,7 +33,7 @@ def test_groups_exist():
 def test_data_options(option, tmp_path, pbc_root):
     overrides = [f"data={option}"] + ([f"data.root={pbc_root}"] if option in ("folder", "pbc") else [])
     cfg = compose_config(overrides, tmp_path)
-    dm = instantiate(cfg.data, restorer=instantiate(cfg.sr), seed=0)
+    dm = build_datamodule(cfg.data, restorer=instantiate(cfg.sr), seed=0)
     assert isinstance(dm, WBCDataModule)
     assert dm.class_names == list(cfg.class_names)
 

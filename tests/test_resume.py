@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 
 from tests.helpers import REPO_ROOT, TINY, compose_config
 from wbc.cache import cached_array
+from wbc.data.datamodule import build_datamodule
 from wbc.provenance import git_state
 from wbc.resume import find_previous_run, resume_arguments
 
@@ -148,7 +149,7 @@ def test_ddp_on_two_cpu_processes_gives_correct_metrics(tmp_path):
     cfg = compose_config([*TINY, "data.source.n_per_class=25"], tmp_path)
     from wbc.models.module import WBCClassifier
 
-    datamodule = instantiate(cfg.data, restorer=instantiate(cfg.sr), seed=0)
+    datamodule = build_datamodule(cfg.data, restorer=instantiate(cfg.sr), seed=0)
     datamodule.setup()
     best = torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
     model = WBCClassifier(**best["hyper_parameters"])

@@ -15,9 +15,10 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from wbc.metrics import PER_CLASS
+
 # config keys that are plumbing, not hyperparameters: Hydra's instantiation keys and paths of this machine
 _NOT_HPARAMS = ("_target_", "_convert_", "_partial_", "root", "cache_dir", "weights", "default_root_dir", "dirpath")
-PER_CLASS_METRICS = ("precision", "recall", "specificity", "f1", "auroc")
 
 
 def log_figures(loggers: Sequence[Logger], figures: Mapping[str, Figure], step: int = 0) -> None:
@@ -67,7 +68,7 @@ def tensorboard_layout() -> dict[str, dict[str, list]]:
     layout: dict[str, dict[str, list]] = {}
     for stage in ("val", "test"):
         layout[f"{stage}: per class"] = {
-            f"{stage} {m}": ["Multiline", [rf"^{stage}/{m}/[^/]+$"]] for m in PER_CLASS_METRICS
+            f"{stage} {m}": ["Multiline", [rf"^{stage}/{m}/[^/]+$"]] for m in PER_CLASS
         }
     layout["macro means and loss"] = {
         "macro F1": ["Multiline", [r"^(train|val)/f1_macro$"]],

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from wbc.artefacts import save_figures, write_json, write_predictions
 from wbc.calibration import calibrate_checkpoint, expected_calibration_error, rescale_probabilities
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
+from wbc.data.datamodule import build_datamodule
 from wbc.errors import UserError
 from wbc.loggers import add_tensorboard_layout, hyperparameters, log_hyperparameters
 from wbc.metrics import reported
@@ -51,7 +52,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_info = {
         **provenance(),
         "output_dir": str(out),
-        "task_name": cfg.get("task_name", "train"),
         "tags": list(cfg.get("tags") or []),
         "choices": identity["choices"],
     }
@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
 
     restorer = instantiate(cfg.sr)
-    datamodule = instantiate(cfg.data, restorer=restorer, seed=cfg.seed)
+    datamodule = build_datamodule(cfg.data, restorer=restorer, seed=cfg.seed)
     datamodule.setup("fit")
     datamodule.write_manifest(out / "split_manifest.csv")
     if datamodule.preprocessor.framing.locates:

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 
 from tests.helpers import REPO_ROOT, compose_config
 from wbc.data.bloodmnist import LABELS, MEDMNIST_URLS, BloodMNISTSource, file_name
+from wbc.data.datamodule import build_datamodule
 from wbc.data.download import DownloadError, download, download_lock, md5sum
 from wbc.errors import UserError
 
@@ -241,7 +242,7 @@ def test_datamodule_keeps_the_official_splits(fixture, tmp_path):
     root, _ = fixture
     cfg = compose_config(["data=bloodmnist", f"data.root={root}", "data.size=28", "data.source.download=false",
                           "data.batch_size=8"], tmp_path)  # fmt: skip
-    dm = instantiate(cfg.data, restorer=instantiate(cfg.sr), seed=0)
+    dm = build_datamodule(cfg.data, restorer=instantiate(cfg.sr), seed=0)
     dm.setup("fit")
     assert {split: len(samples) for split, samples in dm.samples.items()} == KEPT
     assert all(s.split == split for split, samples in dm.samples.items() for s in samples)
@@ -252,7 +253,7 @@ def test_datamodule_keeps_the_official_splits(fixture, tmp_path):
 def test_eight_class_option(fixture, tmp_path):
     cfg = compose_config(["data=bloodmnist8", f"data.root={fixture[0]}", "data.source.download=false"], tmp_path)
     assert list(cfg.class_names) == CLASSES8
-    dm = instantiate(cfg.data, restorer=instantiate(cfg.sr), seed=0)
+    dm = build_datamodule(cfg.data, restorer=instantiate(cfg.sr), seed=0)
     dm.setup()
     assert dm.class_names == CLASSES8
     assert {split: len(samples) for split, samples in dm.samples.items()} == {

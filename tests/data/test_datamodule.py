@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tests.helpers import CLASSES, PBC_MAP
-from wbc.data.datamodule import EpochSampler, ShardSampler, WBCDataModule
+from wbc.data.datamodule import WBCDataModule
+from wbc.data.loaders import EpochSampler, ShardSampler
 from wbc.data.sources import FolderSource
 from wbc.data.synthetic import SyntheticSource
 from wbc.sr.stage import SuperResolver

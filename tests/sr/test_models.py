@@ -1,15 +1,27 @@
-"""Shapes, gradients, parameter count and registry of the PyTorch SR models."""
+"""Shapes, gradients, parameter count and registry of the PyTorch SR models (every registered network)."""
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from wbc.sr.models import EDSR, ESPCN, SR_ARCHITECTURES, build_sr_model
+from tests.helpers import compose_config
+from wbc.sr.models import EDSR, ESPCN, build_sr_model
+from wbc.sr.registry import SR_METHODS, get_method, method_names, register_network
+
+NETWORKS = [get_method(name).network for name in method_names(learned=True)]
+SMALL = {EDSR: {"n_resblocks": 2, "n_feats": 16}}  # keyword arguments that keep a test model small
+CONF_SR = Path(__file__).resolve().parents[2] / "conf" / "sr"
+
+
+def small(cls, scale, **kwargs):
+    return cls(scale, **SMALL.get(cls, {}), **kwargs)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
-@pytest.mark.parametrize("cls", [ESPCN, EDSR])
+@pytest.mark.parametrize("cls", NETWORKS)
 def test_output_shape(cls, scale):
-    model = cls(scale) if cls is ESPCN else cls(scale, n_resblocks=2, n_feats=16)
+    model = small(cls, scale)
     out = model(torch.rand(2, 3, 12, 12))
     assert out.shape == (2, 3, 12 * scale, 12 * scale)
     assert out.dtype == torch.float32
@@ -35,9 +47,9 @@ def test_espcn_bad_scale_raises(scale):
         ESPCN(scale)
 
 
-@pytest.mark.parametrize("cls", [ESPCN, EDSR])
+@pytest.mark.parametrize("cls", NETWORKS)
 def test_backward(cls):
-    model = cls(2) if cls is ESPCN else cls(2, n_resblocks=2, n_feats=16)
+    model = small(cls, 2)
     model(torch.rand(2, 3, 8, 8)).abs().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None, name
@@ -61,24 +73,48 @@ def test_edsr_single_channel():
 
 
 def test_build_sr_model():
-    assert set(SR_ARCHITECTURES) == {"espcn", "edsr"}
+    assert method_names() == ["none", "bicubic", "espcn", "fsrcnn", "edsr"]
+    assert method_names(learned=True) == ["espcn", "fsrcnn", "edsr"]
     model = build_sr_model("edsr", 3, n_resblocks=1, n_feats=8)
     assert isinstance(model, EDSR) and model.scale == 3
     assert isinstance(build_sr_model("ESPCN", 2), ESPCN)
 
 
-def test_build_sr_model_unknown_name():
-    with pytest.raises(ValueError, match=r"unknown SR architecture 'srgan'.*edsr, espcn"):
+def test_build_sr_model_unknown_or_plain_name():
+    with pytest.raises(ValueError, match=r"unknown sr method 'srgan'.*none, bicubic, espcn"):
         build_sr_model("srgan", 2)
+    with pytest.raises(ValueError, match="interpolation"):
+        build_sr_model("bicubic", 2)
 
 
-@pytest.mark.parametrize("cls", [ESPCN, EDSR])
+def test_a_name_registers_once():
+    with pytest.raises(ValueError, match="registered twice"):
+        register_network("espcn")(ESPCN)
+    assert SR_METHODS["espcn"].network is ESPCN
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in CONF_SR.glob("*.yaml")))
+def test_every_sr_option_is_a_registered_method_that_builds(option, tmp_path):
+    from hydra.utils import instantiate
+
+    cfg = compose_config([f"sr={option}", "data.lr_scale=2", "sr.device=cpu"], tmp_path)
+    stage = instantiate(cfg.sr)  # builds the network from the option's arch (untrained)
+    assert stage.method == cfg.sr.method and get_method(stage.method)
+    if get_method(stage.method).learned:
+        assert stage.model(torch.rand(1, 3, 6, 6)).shape == (1, 3, 12, 12)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_has_its_option(name):
+    assert (CONF_SR / f"{name}.yaml").is_file()
+
+
+@pytest.mark.parametrize("cls", NETWORKS)
 def test_residual_variant_starts_near_bicubic(cls):
     """With the global bicubic skip and a zeroed last layer, the output is exactly the bicubic upscale."""
     torch.manual_seed(0)
-    kwargs = {"n_resblocks": 1, "n_feats": 8} if cls is EDSR else {}
-    model = cls(2, residual=True, **kwargs)
-    last = model.body[-1] if cls is ESPCN else model.tail
+    model = small(cls, 2, residual=True)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)][-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
     x = torch.rand(1, 3, 8, 8)

@@ -44,7 +44,7 @@ def test_default_is_auto_and_train_py_stays_the_reference(caplog):
     assert cfg.sr.scale == 1  # sr.scale follows data.lr_scale
 
 
-@pytest.mark.parametrize("option", ["espcn", "edsr", "edsr_small", "bicubic"])
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "sr").glob("*.yaml") if p.stem != "none"))
 def test_an_sr_method_runs_the_study_factor(option, caplog):
     cfg = composed([f"sr={option}"])
     with caplog.at_level(logging.INFO, logger="wbc.sr.study"):

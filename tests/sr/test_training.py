@@ -6,7 +6,8 @@ import torch
 
 from tests.helpers import smooth_batch
 from wbc.data.resize import reduce
-from wbc.sr.models import EDSR, ESPCN
+from wbc.sr.models import build_sr_model
+from wbc.sr.registry import method_names
 from wbc.sr.training import (
     SRTrainConfig,
     make_lr,
@@ -24,7 +25,7 @@ def hr_images() -> np.ndarray:
 
 def _tiny(arch: str, scale: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
-    return ESPCN(scale) if arch == "espcn" else EDSR(scale, n_resblocks=2, n_feats=16)
+    return build_sr_model(arch, scale, **({"n_resblocks": 2, "n_feats": 16} if arch == "edsr" else {}))
 
 
 CFG = SRTrainConfig(steps=80, batch_size=8, patch_size=24, lr=1e-3, log_every=20)
@@ -54,7 +55,7 @@ def test_patch_pairs_match_degradation(hr_images, scale, augment):
         np.testing.assert_array_equal(reduce(np.ascontiguousarray(hr_patch), scale), lr_patch)
 
 
-@pytest.mark.parametrize("arch", ["espcn", "edsr"])
+@pytest.mark.parametrize("arch", method_names(learned=True))
 def test_training_lowers_loss_and_beats_untrained(hr_images, arch):
     model = _tiny(arch)
     lr_images = make_lr(hr_images, 2)

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
-import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from wbc.cache import cached_array, digest
 from wbc.data.decode import ImageReadError
@@ -30,7 +26,8 @@ from wbc.data.framing import (
     location_overlay,
     measure_um_per_px,
 )
-from wbc.data.pipeline import Preprocessor
+from wbc.data.loaders import ArrayDataset, EpochSampler, ShardSampler, build_augmentation
+from wbc.data.pipeline import DataSource, Preprocessor
 from wbc.data.samples import Sample
 from wbc.data.split import SPLITS, assign_splits
 from wbc.data.stain import build_stain
@@ -38,85 +35,6 @@ from wbc.data.stain import build_stain
 log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = 3  # bump when the deterministic pipeline's output changes for the same inputs
-
-
-class ArrayDataset(Dataset):
-    """Rows of a cached (N, S, S, 3) uint8 array; returns (CHW uint8 tensor, label, sample index).
-
-    An index may come with an augmentation seed, ``(i, seed)``, from :class:`EpochSampler`: each augmented
-    image then depends only on (training seed, epoch, position), whatever the workers, ranks or resumes.
-    """
-
-    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, transform=None):
-        self.images, self.rows, self.labels, self.transform = images, rows, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, item: int | tuple[int, int]):
-        i, seed = item if isinstance(item, tuple) else (item, None)
-        image = np.asarray(self.images[self.rows[i]])
-        if self.transform is not None:
-            if seed is not None:
-                self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
-            image = self.transform(image=image)["image"]
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return tensor, int(self.labels[i]), i
-
-
-class EpochSampler(Sampler):
-    """Training order (shuffled, or class-balanced with replacement) and augmentation seeds as a function of
-    (seed, epoch) alone, sharded over DDP ranks: a resumed run continues exactly where an uninterrupted one
-    would be. Lightning calls :meth:`set_epoch` at the start of every epoch."""
-
-    def __init__(self, labels: np.ndarray, seed: int, weighted: bool = False, num_replicas: int = 1, rank: int = 0):
-        self.n, self.seed, self.num_replicas, self.rank = len(labels), seed, num_replicas, rank
-        self.weights = None
-        if weighted:
-            counts = np.bincount(labels).astype(float)
-            self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.num_replicas)
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        if self.weights is None:
-            order = torch.randperm(self.n, generator=g)
-        else:
-            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
-        seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=g)
-        total = len(self) * self.num_replicas  # pad so that every rank runs the same number of steps
-        order, seeds = order.repeat(2)[:total], seeds.repeat(2)[:total]
-        mine = slice(self.rank, None, self.num_replicas)
-        yield from zip(order[mine].tolist(), seeds[mine].tolist(), strict=True)
-
-
-class ShardSampler(Sampler):
-    """Evaluation order: rank r gets items r, r + R, ...: every item exactly once over all ranks (no padding,
-    so metrics synchronised by torchmetrics count each test image once)."""
-
-    def __init__(self, n: int, num_replicas: int = 1, rank: int = 0):
-        self.indices = list(range(rank, n, num_replicas))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-
-def build_augmentation(transforms: Mapping[str, Any] | Sequence[Any] | None, seed: int) -> A.Compose | None:
-    """An albumentations pipeline from instantiated transforms, by name or in a list; None when empty."""
-    if isinstance(transforms, Mapping):
-        transforms = [t for t in transforms.values() if t is not None]
-    if not transforms:
-        return None
-    return A.Compose(list(transforms), seed=seed)
 
 
 class WBCDataModule(L.LightningDataModule):
@@ -129,7 +47,7 @@ class WBCDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source: Any,
+        source: DataSource,
         image_size: int = 64,
         lr_scale: int = 1,
         batch_size: int = 64,
@@ -146,14 +64,9 @@ class WBCDataModule(L.LightningDataModule):
         framing: str = "centre",
         field_um: float = DEFAULT_FIELD_UM,
         stain: str | None = None,
-        root: str | os.PathLike | None = None,
-        size: int | None = None,
     ):
         super().__init__()
         self.source = source
-        # informational: sources read these through their own config (data.root for folders, data.size for
-        # datasets published in several sizes such as data=bloodmnist)
-        self.root, self.size = root, size
         self.class_names: list[str] = list(source.class_names)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -465,3 +378,20 @@ class WBCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+# Keys of a data config that only its source reads (interpolated into data.source: data.root, data.size), not
+# parameters of the datamodule.
+SOURCE_KEYS = ("root", "size")
+
+
+def build_datamodule(data: Any, **kwargs: Any) -> WBCDataModule:
+    """The datamodule of the config's ``data`` node (Hydra's instantiate) without the keys only its source reads."""
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    node = data.copy()  # keeps its parent: ${data.root} and ${paths...} still resolve
+    with open_dict(node):
+        for key in SOURCE_KEYS:
+            node.pop(key, None)
+    return instantiate(node, **kwargs)

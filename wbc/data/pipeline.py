@@ -12,12 +12,13 @@ and the reference that PSNR/SSIM compare against all come from one degradation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from wbc.data.framing import CellLocation, Framed, Framing
 from wbc.data.resize import reduce, resize_to
+from wbc.data.samples import Sample
 from wbc.data.stain import ReinhardNormaliser, build_stain
 
 
@@ -28,6 +29,29 @@ def is_grey(image: np.ndarray, tolerance: int = 6) -> bool:
     px = image.reshape(-1, 3)[::step].astype(np.int16)
     spread = px.max(axis=1) - px.min(axis=1)
     return float(np.percentile(spread, 99)) <= tolerance
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Where labelled images come from (FolderSource, SyntheticSource, BloodMNISTSource): all the datamodule and
+    the split need. A new dataset format is one class meeting this, and one conf/data/<name>.yaml whose
+    ``source`` node instantiates it (keys the source reads, such as data.root, go there by interpolation).
+    ``um_per_px`` (optional attribute): the images' pixel size in micrometres, when the source knows it.
+    """
+
+    class_names: Sequence[str]  # the project's classes, in label order (Sample.label indexes them)
+
+    def scan(self) -> list[Sample]:
+        """Every image of the source, once, with its label and content key (and split, if the layout fixes it)."""
+        ...
+
+    def load(self, sample: Sample, min_size: int | None = None) -> np.ndarray:
+        """The decoded HxWx3 uint8 RGB image; ``min_size``: the caller shrinks it to that size (a hint)."""
+        ...
+
+    def cache_token(self) -> str:
+        """Separates the cached pipeline outputs of different sources (with the samples' content keys)."""
+        ...
 
 
 class Restorer(Protocol):

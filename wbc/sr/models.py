@@ -1,6 +1,7 @@
-"""PyTorch super-resolution networks (ESPCN, EDSR baseline) and a small name -> class registry.
+"""PyTorch super-resolution networks (ESPCN, FSRCNN, EDSR baseline), registered as SR methods.
 
-All models take float NCHW RGB in [0, 1] and return NCHW at ``scale`` x the size, unclamped (callers clamp).
+Each meets the contract written in :mod:`wbc.sr.registry`: ``cls(scale, **arch)``, float NCHW RGB in [0, 1] ->
+NCHW at ``scale`` x the size, unclamped (callers clamp).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wbc.sr.registry import get_method, register_network
 
 # Mean RGB of DIV2K in [0, 1], subtracted before EDSR's body and added back after (Lim et al. 2017).
 DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
@@ -32,6 +35,7 @@ def _bicubic(x: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
+@register_network("espcn")
 class ESPCN(nn.Module):
     """Efficient sub-pixel CNN (Shi et al. 2016): every conv runs at LR size, PixelShuffle upsamples last.
 
@@ -59,6 +63,30 @@ class ESPCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.upsample(self.body(x))
+        return out + _bicubic(x, self.scale) if self.residual else out
+
+
+@register_network("fsrcnn")
+class FSRCNN(nn.Module):
+    """Fast SR CNN (Dong et al. 2016): feature extraction, shrinking, ``m`` mapping layers and expanding at LR
+    size, then one transposed convolution upsamples. ``d, s, m`` = 56, 12, 4 is the paper's setting.
+    ``residual=True`` adds the bicubic upscale of the input (as ESPCN's option; not in the paper).
+    """
+
+    def __init__(self, scale: int, d: int = 56, s: int = 12, m: int = 4, channels: int = 3, residual: bool = False):
+        super().__init__()
+        self.scale = scale = _check_scale(scale, "FSRCNN")
+        self.residual = residual
+        layers: list[nn.Module] = [nn.Conv2d(channels, d, 5, padding=2), nn.PReLU(d), nn.Conv2d(d, s, 1), nn.PReLU(s)]
+        for _ in range(m):
+            layers += [nn.Conv2d(s, s, 3, padding=1), nn.PReLU(s)]
+        layers += [nn.Conv2d(s, d, 1), nn.PReLU(d)]
+        self.body = nn.Sequential(*layers)
+        # kernel 9, padding 4, output_padding scale - 1: exactly scale x the input size for any integer scale
+        self.deconv = nn.ConvTranspose2d(d, channels, 9, stride=scale, padding=4, output_padding=scale - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.deconv(self.body(x))
         return out + _bicubic(x, self.scale) if self.residual else out
 
 
@@ -91,6 +119,7 @@ def _upsampler(scale: int, n_feats: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@register_network("edsr")
 class EDSR(nn.Module):
     """EDSR baseline (Lim et al. 2017): mean shift, head, residual body with global skip, upsampler, tail."""
 
@@ -125,13 +154,9 @@ class EDSR(nn.Module):
         return out + _bicubic(x_in, self.scale) if self.residual else out + self.rgb_mean
 
 
-SR_ARCHITECTURES: dict[str, type[nn.Module]] = {"espcn": ESPCN, "edsr": EDSR}
-
-
-def build_sr_model(arch: str, scale: int, **kwargs: Any) -> nn.Module:
-    """Instantiate a registered SR architecture by (case-insensitive) name."""
-    key = arch.lower()
-    if key not in SR_ARCHITECTURES:
-        known = ", ".join(sorted(SR_ARCHITECTURES))
-        raise ValueError(f"unknown SR architecture {arch!r}; known: {known}")
-    return SR_ARCHITECTURES[key](scale=scale, **kwargs)
+def build_sr_model(method: str, scale: int, **arch: Any) -> nn.Module:
+    """Instantiate a learned SR method's network by (case-insensitive) name."""
+    found = get_method(method)
+    if not found.learned:
+        raise ValueError(f"sr={method} is an interpolation, not a network")
+    return found.network(scale=scale, **arch)

@@ -1,8 +1,9 @@
 """SuperResolver: the SR stage of the pipeline, (S/f) x (S/f) uint8 images -> S x S.
 
-``none`` is the plain bilinear resize a user without SR would do, ``bicubic`` the classic baseline, ``espcn``
-and ``edsr`` are PyTorch modules (trained in-domain on the training split on first use, or loaded from
-``weights``) or OpenCV dnn_superres ``.pb`` models (``backend: opencv``).
+The methods are those of :mod:`wbc.sr.registry`: ``none`` is the plain bilinear resize a user without SR would
+do, ``bicubic`` the classic baseline, the learned ones (``espcn``, ``fsrcnn``, ``edsr``) are PyTorch modules
+(trained in-domain on the training split on first use, or loaded from ``weights``) or OpenCV dnn_superres ``.pb``
+models (``backend: opencv``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ import torch
 from wbc.cache import atomic_write, digest, file_lock
 from wbc.data.resize import upscale
 from wbc.sr.models import build_sr_model
+from wbc.sr.registry import get_method
 from wbc.sr.training import SRTrainConfig, train_sr, upscale_images
 
 log = logging.getLogger(__name__)
-
-METHODS = ("none", "bicubic", "espcn", "edsr")
-PLAIN = {"none": "bilinear", "bicubic": "bicubic"}
 
 
 def _resolve_device(device: str) -> str:
@@ -49,8 +48,7 @@ class SuperResolver:
         device: str = "auto",
         batch_size: int = 64,
     ):
-        if method not in METHODS:
-            raise ValueError(f"unknown sr method {method!r}; known: {', '.join(METHODS)}")
+        self.interpolation = get_method(method).interpolation  # plain methods: bilinear or bicubic; else None
         if backend not in ("torch", "opencv"):
             raise ValueError(f"sr.backend must be torch or opencv, got {backend!r}")
         self.method, self.scale, self.backend = method, int(scale), backend
@@ -68,7 +66,7 @@ class SuperResolver:
         self.opencv = None
         self.weights_digest: str | None = None
         self.train_stats: dict[str, float] | None = None
-        if method in PLAIN or self.scale == 1:
+        if self.interpolation or self.scale == 1:
             return
         if backend == "opencv":
             from wbc.sr.opencv_backend import OpenCVSuperResolver
@@ -89,7 +87,7 @@ class SuperResolver:
 
     @property
     def ready(self) -> bool:
-        return self.method in PLAIN or self.scale == 1 or self.weights_digest is not None
+        return bool(self.interpolation) or self.scale == 1 or self.weights_digest is not None
 
     def _load(self, payload: Mapping[str, Any], origin: str) -> None:
         state = payload.get("state_dict", payload)
@@ -175,9 +173,9 @@ class SuperResolver:
     # -- inference --------------------------------------------------------------------------------------
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) uint8 -> (N, h*scale, w*scale, 3) uint8."""
-        if self.method in PLAIN or self.scale == 1:
+        if self.interpolation or self.scale == 1:
             size = images.shape[1] * self.scale
-            return np.stack([upscale(im, size, PLAIN.get(self.method, "bilinear")) for im in images])
+            return np.stack([upscale(im, size, self.interpolation or "bilinear") for im in images])
         if self.opencv is not None:
             return self.opencv(images)
         if not self.ready:
@@ -186,7 +184,7 @@ class SuperResolver:
 
     def cache_token(self) -> str:
         """Changes whenever the output could change: method, scale, backend and a digest of the weights."""
-        if self.method in PLAIN:
+        if self.interpolation:
             return f"{self.method}-x{self.scale}"
         return f"{self.method}-x{self.scale}-{self.backend}-{self.weights_digest}"
 
