@@ -9,6 +9,7 @@ Each step is the project's own command, timed, with its exit status and the figu
   predict    predict.py on the GPU over PBC's test split of that run: images per second
   export     scripts/export.py format=onnx and format=export (torch.export): max |p - p_torch|
   ddp        train.py trainer=ddp on every GPU present (synthetic data, 1 epoch)
+  pytest     pytest -m gpu: a trainer=gpu run with an SR stage predicts on the GPU what it predicts on the CPU
   benchmark  python -m benchmarks --parts step,predict --device cuda in bf16: throughput against the bare model
 
 `--device cpu` runs the same steps on a CPU (float32, tiny limits): the check of this script itself.
@@ -58,7 +59,7 @@ def main() -> int:
     parser.add_argument("--pbc", default=str(REPO.parent / "shared" / "data" / "pbc"))
     parser.add_argument("--out", default=str(REPO / "outputs" / "gpu_check"))
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu")
-    parser.add_argument("--steps", default="env,train,predict,export,benchmark,sr_sweep,ddp")
+    parser.add_argument("--steps", default="env,train,predict,export,pytest,benchmark,sr_sweep,ddp")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per step")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -124,6 +125,9 @@ def main() -> int:
             if not gpu:
                 cmd.append("trainer.accelerator=cpu")
             report["ddp"] = run_step(step, cmd, out, args.timeout) | {"devices": devices}
+        elif step == "pytest":
+            cmd = [py, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-q", "-p", "no:cacheprovider"]
+            report["pytest"] = run_step(step, cmd, out, args.timeout)
         elif step == "benchmark":
             # one repeat, so that the two parts fit well inside the step's timeout; tiny limits on a CPU
             tiny = ["--batches", "3", "--workers", "0", "--predict-images", "64"]
