@@ -303,7 +303,7 @@ def sr_resolvers(args, scale: int) -> dict:
 
 def part_sr(args) -> dict:
     """PSNR/SSIM and cost of each SR method on the PBC test split at S=128, x4 (in-domain ESPCN/EDSR)."""
-    from wbc.data.resize import upscale
+    from wbc.resize import upscale
     from wbc.sr.report import sr_cost_ms, sr_quality
 
     size, scale, result = args.sr_size, 4, {}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.helpers import smooth_batch
-from wbc.data.resize import reduce
+from wbc.resize import reduce
 from wbc.sr.models import EDSR, ESPCN
 from wbc.sr.training import (
     SRTrainConfig,

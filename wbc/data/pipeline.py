@@ -17,8 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from wbc.data.framing import CellLocation, Framed, Framing
-from wbc.data.resize import reduce, resize_to
 from wbc.data.stain import ReinhardNormaliser, build_stain
+from wbc.resize import reduce, resize_to
 
 
 def is_grey(image: np.ndarray, tolerance: int = 6) -> bool:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from wbc.data.pipeline import Preprocessor
-from wbc.data.resize import upscale
+from wbc.resize import upscale
 from wbc.plots import save_figure
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """In-domain SR training on HR training images (L1, random aligned patches, Adam) and batch SR inference.
 
-LR inputs come from the project's degradation (``wbc.data.resize.reduce``): training pairs match evaluation.
+LR inputs come from the project's degradation (``wbc.resize.reduce``): training pairs match evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wbc.data.resize import reduce
+from wbc.resize import reduce
 
 
 @dataclass
