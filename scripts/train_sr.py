@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wbc  # noqa: E402,F401
 from wbc.resize import upscale  # noqa: E402
-from wbc.sr.report import sr_quality  # noqa: E402
+from wbc.sr.quality import sr_quality  # noqa: E402
 
 log = logging.getLogger("train_sr")
 

@@ -9,27 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from wbc.data.pipeline import Preprocessor
-from wbc.resize import upscale
 from wbc.plots import save_figure
+from wbc.resize import upscale
+from wbc.sr.quality import sr_quality
 
 log = logging.getLogger(__name__)
-
-
-def sr_quality(restored: np.ndarray, references: np.ndarray, batch_size: int = 256) -> dict[str, float]:
-    """Mean per-image PSNR (dB) and SSIM of restored images against their S x S references, on RGB 0..255."""
-    psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
-    ssim = StructuralSimilarityIndexMeasure(data_range=255.0)
-    for start in range(0, len(references), batch_size):
-        out = torch.from_numpy(np.asarray(restored[start : start + batch_size])).permute(0, 3, 1, 2).float()
-        ref = torch.from_numpy(np.asarray(references[start : start + batch_size])).permute(0, 3, 1, 2).float()
-        psnr.update(out, ref)
-        ssim.update(out, ref)
-    return {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
 
 
 def sr_cost_ms(preprocessor: Preprocessor, references: np.ndarray, max_images: int = 256) -> float:
