@@ -304,7 +304,8 @@ def sr_resolvers(args, scale: int) -> dict:
 def part_sr(args) -> dict:
     """PSNR/SSIM and cost of each SR method on the PBC test split at S=128, x4 (in-domain ESPCN/EDSR)."""
     from wbc.resize import upscale
-    from wbc.sr.report import sr_cost_ms, sr_quality
+    from wbc.sr.quality import sr_quality
+    from wbc.sr.report import sr_cost_ms
 
     size, scale, result = args.sr_size, 4, {}
     for name, resolver in sr_resolvers(args, scale).items():
@@ -319,13 +320,14 @@ def part_sr(args) -> dict:
         rows = np.unique(dm.datasets["test"].rows)
         refs = np.asarray(dm.references[rows])
         quality = sr_quality(np.asarray(dm.datasets["test"].images[rows]), refs)
-        bicubic = np.stack([upscale(im, size, "bicubic") for im in dm.preprocessor.degrade(refs)])
+        low_res = dm.preprocessor.degrade(refs)
+        bicubic = np.stack([upscale(im, size, "bicubic") for im in low_res])
         base = sr_quality(bicubic, refs)
         result[name] = {
             **quality,
             "psnr_gain_over_bicubic": quality["psnr"] - base["psnr"],
             "ssim_gain_over_bicubic": quality["ssim"] - base["ssim"],
-            "ms_per_image": sr_cost_ms(dm.preprocessor, refs),
+            "ms_per_image": sr_cost_ms(dm.preprocessor.restorer, low_res),
             "sr_train_seconds": (resolver.train_stats or {}).get("seconds"),
             "setup_seconds_first": setup_s,
             "setup_seconds_cached": cached_s,
@@ -450,7 +452,7 @@ def part_predict(args) -> dict:
 
 def part_accuracy(args) -> dict:
     """PBC, split seed 0, seeds 0-2 (--seeds): cnn and resnet18 at S=64 and 128, and the SR study at S=128, x4."""
-    from wbc.compare import compare
+    from wbc.reports.compare import compare
 
     common = [
         "data=pbc",
