@@ -1,5 +1,5 @@
 """Part `accuracy`: the accuracy experiments (conf/experiment/pbc_<sweep>.yaml) run as `train.py -m` sweeps, each
-reported by wbc.compare: cnn and resnet18 at S=64 (models64), resnet18 at S=128 (models128) and the SR study at
+reported by wbc.reports.compare: cnn and resnet18 at S=64 (models64), resnet18 at S=128 (models128) and the SR study at
 S=128, x4 with the cnn (sr_study128, whose f=1 runs are the cnn at 128)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def sweep_overrides(args, name: str) -> list[str]:
 
 
 def run(args) -> dict:
-    from wbc.compare import compare
+    from wbc.reports.compare import compare
 
     previous = OUT / "accuracy.json"  # sweeps run one at a time add to what earlier ones wrote
     result = {k: v for k, v in json.loads(previous.read_text()).items() if k in SWEEPS} if previous.exists() else {}

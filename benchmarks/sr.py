@@ -12,8 +12,9 @@ from benchmarks.harness import datamodule, sr_resolvers
 
 
 def run(args) -> dict:
-    from wbc.data.resize import upscale
-    from wbc.sr.report import sr_cost_ms, sr_quality
+    from wbc.resize import upscale
+    from wbc.sr.quality import sr_quality
+    from wbc.sr.report import sr_cost_ms
 
     size, scale, result = args.sr_size, 4, {}
     for name, resolver in sr_resolvers(args, scale).items():
@@ -28,13 +29,14 @@ def run(args) -> dict:
         rows = np.unique(dm.datasets["test"].rows)
         refs = np.asarray(dm.references[rows])
         quality = sr_quality(np.asarray(dm.datasets["test"].images[rows]), refs)
-        bicubic = np.stack([upscale(im, size, "bicubic") for im in dm.preprocessor.degrade(refs)])
+        low_res = dm.preprocessor.degrade(refs)
+        bicubic = np.stack([upscale(im, size, "bicubic") for im in low_res])
         base = sr_quality(bicubic, refs)
         result[name] = {
             **quality,
             "psnr_gain_over_bicubic": quality["psnr"] - base["psnr"],
             "ssim_gain_over_bicubic": quality["ssim"] - base["ssim"],
-            "ms_per_image": sr_cost_ms(dm.preprocessor, refs),
+            "ms_per_image": sr_cost_ms(dm.preprocessor.restorer, low_res),
             "sr_train_seconds": (resolver.train_stats or {}).get("seconds"),
             "setup_seconds_first": setup_s,
             "setup_seconds_cached": cached_s,

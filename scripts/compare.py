@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wbc.compare import compare  # noqa: E402
+from wbc.reports.compare import compare  # noqa: E402
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import wbc  # noqa: E402,F401
 from wbc.data.datamodule import build_datamodule  # noqa: E402
-from wbc.data.resize import upscale  # noqa: E402
-from wbc.sr.report import sr_quality  # noqa: E402
+from wbc.resize import upscale  # noqa: E402
+from wbc.sr.quality import sr_quality  # noqa: E402
 
 log = logging.getLogger("train_sr")
 

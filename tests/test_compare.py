@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tests.helpers import REPO_ROOT, TINY
-from wbc.compare import compare, load_runs, paired_tests, summarise, verdict_lines
+from wbc.reports.compare import compare, paired_tests, verdict_lines
+from wbc.reports.runs import load_runs, summarise
 
 ENV = {"OMP_NUM_THREADS": "1"}
 

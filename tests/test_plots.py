@@ -1,4 +1,4 @@
-"""Figures from wbc.plots: structure, normalisation, PNG output."""
+"""Figures from wbc.reports.plots: structure, normalisation, PNG output."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from wbc.plots import plot_confusion_matrix, plot_per_class_metrics, plot_training_curves, save_figure
+from wbc.reports.plots import plot_confusion_matrix, plot_per_class_metrics, plot_training_curves, save_figure
 
 NAMES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
 CM = np.array([[5, 1, 0, 0], [2, 6, 0, 0], [0, 0, 0, 0], [1, 0, 1, 2]])  # Monocyte row has no samples

@@ -1,5 +1,6 @@
 """How a checkpoint holds up on other labs' images: evaluate it on several labelled folders, with and without
-batch-norm adaptation and test-time augmentation, and write a table with bootstrap 95 % intervals and a figure.
+batch-norm adaptation and test-time augmentation; the table with bootstrap 95 % intervals and the figure are written
+by :mod:`wbc.reports.crossdata`.
 
 `python scripts/cross_dataset.py ckpt_path=... 'datasets={lisc: ../shared/data/lisc, mylab: /data/mylab}'`
 Each folder is ``<class>/*`` (PBC's folder names map by default; ``class_map`` otherwise); each is taken as one
@@ -9,9 +10,8 @@ domain (one lab): its pixel size (scale framing) and, with adaptation, its batch
 from __future__ import annotations
 
 import copy
-import csv
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,8 @@ import torch
 
 from wbc.calibration import expected_calibration_error
 from wbc.metrics import macro, rates_from_confusion
-from wbc.predict import (
-    Predictor,
-    evaluation_mapping,
-    folder_labels,
-    input_um_per_px,
-    list_inputs,
-    predict_files,
-)
+from wbc.predict import evaluation_mapping, folder_labels, input_um_per_px, list_inputs, predict_files
+from wbc.predictor import CheckpointError, Predictor
 
 log = logging.getLogger(__name__)
 
@@ -101,40 +95,6 @@ def evaluate_folder(
     return result
 
 
-def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], out: Path, title: str) -> None:
-    """cross_dataset.md / .csv (one row per folder and adaptation setting) and cross_dataset.png."""
-    out.mkdir(parents=True, exist_ok=True)
-    cols = ["accuracy", "f1_macro", *[f"recall/{c}" for c in range(len(class_names))], "ece"]
-    heads = ["accuracy", "macro-F1", *[f"recall {n}" for n in class_names], "ECE"]
-    lines = [f"# {title}", "", "| dataset | adapt_bn | tta | images | " + " | ".join(heads) + " |"]
-    lines.append("|" + "---|" * (4 + len(heads)))
-    rows = []
-    for r in results:
-        m, ci = r.get("metrics", {}), r.get("ci95", {})
-        cells = [_cell(m.get(k), ci.get(k)) for k in cols]
-        lines.append(
-            f"| {r['name']} | {_yes(r['adapt_bn'])} | {_yes(r.get('tta'))} | {r['images']} | "
-            + " | ".join(cells)
-            + " |"
-        )
-        rows.append([r["name"], r["adapt_bn"], bool(r.get("tta")), r["images"], *[m.get(k) for k in cols]])
-    lines += [
-        "",
-        "Values with bootstrap 95 % intervals over images (1,000 resamples); macro-F1 averages the classes "
-        "present in each folder; ECE: 15 equal-width confidence bins, after the checkpoint's temperature.",
-    ]
-    (out / "cross_dataset.md").write_text("\n".join(lines) + "\n")
-    with (out / "cross_dataset.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([["dataset", "adapt_bn", "tta", "images", *cols], *rows])
-    from wbc.plots import plot_cross_dataset, save_figure
-
-    save_figure(plot_cross_dataset(results), out / "cross_dataset.png")
-
-
-def _yes(flag: bool | None) -> str:
-    return "yes" if flag else "no"
-
-
 def _settings(value: Any) -> list[bool]:
     """A config value that is one flag or a list of flags, as a list of bools."""
     from omegaconf import OmegaConf
@@ -142,17 +102,11 @@ def _settings(value: Any) -> list[bool]:
     return [bool(v) for v in (list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
 
 
-def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
-    if value is None or value != value:
-        return "n/a"
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
-
-
 def run(cfg: Any) -> int:
     """The cross_dataset command; returns the exit code (2: bad checkpoint, folder or mapping)."""
-    from wbc.artefacts import write_json
     from wbc.errors import UserError
-    from wbc.predict import CheckpointError
+    from wbc.reports.artefacts import write_json
+    from wbc.reports.crossdata import write_report
 
     out = Path(cfg.output_dir)
     try:

@@ -67,9 +67,7 @@ def tensorboard_layout() -> dict[str, dict[str, list]]:
     class (a regular expression over the ``<stage>/<metric>/<class>`` tags), and the macro means and losses."""
     layout: dict[str, dict[str, list]] = {}
     for stage in ("val", "test"):
-        layout[f"{stage}: per class"] = {
-            f"{stage} {m}": ["Multiline", [rf"^{stage}/{m}/[^/]+$"]] for m in PER_CLASS
-        }
+        layout[f"{stage}: per class"] = {f"{stage} {m}": ["Multiline", [rf"^{stage}/{m}/[^/]+$"]] for m in PER_CLASS}
     layout["macro means and loss"] = {
         "macro F1": ["Multiline", [r"^(train|val)/f1_macro$"]],
         "accuracy": ["Multiline", [r"^(train|val)/accuracy$"]],

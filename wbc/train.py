@@ -11,24 +11,27 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from wbc.artefacts import save_figures, write_json, write_predictions
 from wbc.calibration import calibrate_checkpoint, expected_calibration_error, rescale_probabilities
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
 from wbc.data.datamodule import build_datamodule
 from wbc.errors import UserError
 from wbc.loggers import add_tensorboard_layout, hyperparameters, log_hyperparameters
 from wbc.metrics import reported
-from wbc.plots import plot_framing_examples, save_figure
 from wbc.provenance import provenance
+from wbc.reports.artefacts import save_figures, write_json
+from wbc.reports.plots import plot_framing_examples, save_figure
+from wbc.reports.predictions import write_predictions
 from wbc.sr.report import report_sr
 from wbc.sr.study import resolve_lr_scale, run_choices
 
@@ -103,7 +106,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     add_tensorboard_layout(trainer.loggers)
     sr_metrics, sr_timing = (
-        report_sr(datamodule, identity["sr"], out, trainer.loggers) if cfg.data.lr_scale > 1 else (None, {})
+        report_sr(*sr_test_images(datamodule), identity["sr"], out, trainer.loggers)
+        if cfg.data.lr_scale > 1
+        else (None, {})
     )
     ckpt_path = resume_checkpoint(out, ckpt_path, required=sweep_folder() is None)
     started = time.perf_counter()
@@ -161,7 +166,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             calibration["test_ece_after"] = expected_calibration_error(probs, target)
         if trainer.is_global_zero:
             paths = [s.path for s in datamodule.samples["test"]]
-            write_predictions(out / "test_predictions.csv", paths, datamodule.class_names, model.test_outputs)
+            outputs = model.test_outputs
+            write_predictions(
+                out / "test_predictions.csv",
+                [paths[i] for i in outputs["index"].tolist()],
+                datamodule.class_names,
+                outputs["probs"],
+                labels=outputs["target"].tolist(),
+                correct=True,
+            )
 
     if trainer.is_global_zero:
         save_figures(
@@ -180,6 +193,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         write_json(out / "run.json", run_info)
         log.info("run folder: %s", out)
     return result
+
+
+def sr_test_images(datamodule) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """What the SR report (:func:`wbc.sr.report.report_sr`) measures: the test split's references, the restored
+    images the classifier sees, their low-resolution versions, and the SR stage that restored them."""
+    test = datamodule.datasets["test"]
+    rows = np.unique(test.rows)
+    references, restored = np.asarray(datamodule.references[rows]), np.asarray(test.images[rows])
+    pre = datamodule.preprocessor
+    return references, restored, pre.degrade(references), pre.restorer
 
 
 def resume_checkpoint(out: Path, ckpt_path: str | None, required: bool = True) -> str | None:

@@ -17,9 +17,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from wbc.data.framing import CellLocation, Framed, Framing
-from wbc.data.resize import reduce, resize_to
 from wbc.data.samples import Sample
 from wbc.data.stain import ReinhardNormaliser, build_stain
+from wbc.resize import reduce, resize_to
 
 
 def is_grey(image: np.ndarray, tolerance: int = 6) -> bool:

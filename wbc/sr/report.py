@@ -1,55 +1,43 @@
-"""What a run reports about its SR stage: PSNR/SSIM against the reference, cost per image, example cells."""
+"""What a run reports about its SR stage: PSNR/SSIM against the reference, cost per image, example cells.
+
+It works on arrays (the caller, train.py, takes them from its data module): the S x S references, the images the
+classifier sees (restored by the SR stage), and their (S/f) x (S/f) low-resolution versions.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from matplotlib.figure import Figure
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from wbc.data.pipeline import Preprocessor
-from wbc.data.resize import upscale
-from wbc.plots import save_figure
+from wbc.reports.plots import plot_examples, save_figure
+from wbc.resize import upscale
+from wbc.sr.quality import sr_quality
 
 log = logging.getLogger(__name__)
 
 
-def sr_quality(restored: np.ndarray, references: np.ndarray, batch_size: int = 256) -> dict[str, float]:
-    """Mean per-image PSNR (dB) and SSIM of restored images against their S x S references, on RGB 0..255."""
-    psnr = PeakSignalNoiseRatio(data_range=255.0, reduction="elementwise_mean", dim=(1, 2, 3))
-    ssim = StructuralSimilarityIndexMeasure(data_range=255.0)
-    for start in range(0, len(references), batch_size):
-        out = torch.from_numpy(np.asarray(restored[start : start + batch_size])).permute(0, 3, 1, 2).float()
-        ref = torch.from_numpy(np.asarray(references[start : start + batch_size])).permute(0, 3, 1, 2).float()
-        psnr.update(out, ref)
-        ssim.update(out, ref)
-    return {"psnr": float(psnr.compute()), "ssim": float(ssim.compute())}
-
-
-def sr_cost_ms(preprocessor: Preprocessor, references: np.ndarray, max_images: int = 256) -> float:
+def sr_cost_ms(restorer: Callable[[np.ndarray], np.ndarray], low_res: np.ndarray, max_images: int = 256) -> float:
     """Milliseconds per image of the SR stage alone (uncached), on up to ``max_images`` low-resolution images."""
-    lr = preprocessor.degrade(np.asarray(references[:max_images]))
-    preprocessor.restorer(lr[:2])  # warm-up: first-call allocations and lazy model loading
+    lr = np.asarray(low_res[:max_images])
+    restorer(lr[:2])  # warm-up: first-call allocations and lazy model loading
     start = time.perf_counter()
-    preprocessor.restorer(lr)
+    restorer(lr)
     return 1000 * (time.perf_counter() - start) / max(1, len(lr))
 
 
 def example_columns(
-    preprocessor: Preprocessor, references: np.ndarray, restored: np.ndarray, method: str
+    low_res: np.ndarray, references: np.ndarray, restored: np.ndarray, method: str
 ) -> dict[str, np.ndarray]:
     """LR (nearest-neighbour enlarged, to show its pixels) | bicubic | this method | reference, per cell."""
-    size = preprocessor.image_size
-    lr = preprocessor.degrade(np.asarray(references))
+    size, lr_size = references.shape[1], low_res.shape[1]
     columns = {
-        f"LR ({size // preprocessor.lr_scale} px)": np.stack([upscale(im, size, "nearest") for im in lr]),
-        "bicubic": np.stack([upscale(im, size, "bicubic") for im in lr]),
+        f"LR ({lr_size} px)": np.stack([upscale(im, size, "nearest") for im in low_res]),
+        "bicubic": np.stack([upscale(im, size, "bicubic") for im in low_res]),
     }
     if method != "bicubic":
         columns[method] = np.asarray(restored)
@@ -57,49 +45,42 @@ def example_columns(
     return columns
 
 
-def plot_examples(columns: Mapping[str, np.ndarray], title: str | None = None) -> Figure:
-    """A grid: one row per cell, one column per image kind (LR | bicubic | ESPCN | EDSR | reference)."""
-    names = list(columns)
-    rows = len(next(iter(columns.values())))
-    fig = Figure(figsize=(1.9 * len(names), 1.9 * rows + 0.4))
-    axes = fig.subplots(rows, len(names), squeeze=False)
-    for c, name in enumerate(names):
-        for r in range(rows):
-            ax = axes[r][c]
-            ax.imshow(columns[name][r], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+def report_sr(
+    references: np.ndarray,
+    restored: np.ndarray,
+    low_res: np.ndarray,
+    restorer: Callable[[np.ndarray], np.ndarray],
+    method: str,
+    out: Path,
+    loggers=(),
+    n_examples: int = 6,
+) -> tuple[dict, dict]:
+    """PSNR/SSIM of the SR stage (and of bicubic) against the reference, and a grid of example cells (PNG,
+    TensorBoard, and the arrays for the sweep-level grid). Returns (deterministic metrics, timings).
 
-
-def report_sr(datamodule, method: str, out: Path, loggers=(), n_examples: int = 6) -> tuple[dict, dict]:
-    """PSNR/SSIM of the SR stage (and of bicubic) against the reference on the test split, and a grid of example
-    cells (PNG, TensorBoard, and the arrays for the sweep-level grid). Returns (deterministic metrics, timings)."""
-    test = datamodule.datasets["test"]
-    rows = np.unique(test.rows)
-    references, restored = np.asarray(datamodule.references[rows]), np.asarray(test.images[rows])
-    pre = datamodule.preprocessor
-    bicubic = np.stack([upscale(im, pre.image_size, "bicubic") for im in pre.degrade(references)])
-    train_stats = dict(getattr(pre.restorer, "train_stats", None) or {})
+    ``references``: the test split's S x S reference images (uint8 NHWC); ``restored``: what the classifier sees
+    of them (the SR stage's output); ``low_res``: their reductions by f; ``restorer``: the SR stage (low_res ->
+    restored), timed here, whose ``train_stats`` (when it has them) are reported.
+    """
+    references, restored, low_res = np.asarray(references), np.asarray(restored), np.asarray(low_res)
+    size = references.shape[1]
+    scale = size // low_res.shape[1]
+    bicubic = np.stack([upscale(im, size, "bicubic") for im in low_res])
+    train_stats = dict(getattr(restorer, "train_stats", None) or {})
     metrics: dict[str, Any] = {
         "method": method,
-        "scale": pre.lr_scale,
+        "scale": scale,
         **sr_quality(restored, references),
         **{f"{k}_bicubic": v for k, v in sr_quality(bicubic, references).items()},
-        "test_images": len(rows),
+        "test_images": len(references),
         "train": {k: v for k, v in train_stats.items() if k != "seconds"} or None,
     }
-    timing = {"sr_ms_per_image": sr_cost_ms(pre, references), "sr_train_seconds": train_stats.get("seconds")}
-    columns = example_columns(pre, references[:n_examples], restored[:n_examples], method)
+    timing = {"sr_ms_per_image": sr_cost_ms(restorer, low_res), "sr_train_seconds": train_stats.get("seconds")}
+    columns = example_columns(low_res[:n_examples], references[:n_examples], restored[:n_examples], method)
     np.savez_compressed(
         out / "sr_examples.npz", **{f"col{i}": v for i, v in enumerate(columns.values())}, names=np.array(list(columns))
     )
-    fig = plot_examples(columns, title=f"sr={method}, x{pre.lr_scale}: test cells")
+    fig = plot_examples(columns, title=f"sr={method}, x{scale}: test cells")
     from wbc.loggers import log_figures
 
     log_figures(loggers, {"sr_examples": fig})
@@ -109,7 +90,7 @@ def report_sr(datamodule, method: str, out: Path, loggers=(), n_examples: int = 
     log.info(
         "sr=%s x%d: PSNR %.2f dB (bicubic %.2f), SSIM %.4f, %.2f ms/image",
         method,
-        pre.lr_scale,
+        scale,
         metrics["psnr"],
         metrics["psnr_bicubic"],
         metrics["ssim"],

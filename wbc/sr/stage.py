@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from wbc.cache import atomic_write, digest, file_lock
-from wbc.data.resize import upscale
+from wbc.resize import upscale
 from wbc.sr.models import build_sr_model
 from wbc.sr.registry import get_method
 from wbc.sr.training import SRTrainConfig, train_sr, upscale_images

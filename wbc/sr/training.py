@@ -1,6 +1,6 @@
 """In-domain SR training on HR training images (L1, random aligned patches, Adam) and batch SR inference.
 
-LR inputs come from the project's degradation (``wbc.data.resize.reduce``): training pairs match evaluation.
+LR inputs come from the project's degradation (``wbc.resize.reduce``): training pairs match evaluation.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wbc.data.resize import reduce
+from wbc.resize import reduce
+from wbc.sr.quality import psnr
 
 
 @dataclass
@@ -79,12 +80,6 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 arrays of one shape (all pixels and channels pooled)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
 def sample_patch_pairs(
     lr_images: np.ndarray,
     hr_images: np.ndarray,
@@ -141,7 +136,8 @@ def train_sr(
     ``np.random.default_rng(cfg.seed)`` and the loop draws nothing from torch's RNG.
     The model is left on ``device`` in eval mode. Returns ``steps``, ``initial_loss`` / ``final_loss`` (mean
     L1 over the first / last 10% of steps), ``seconds`` and, if ``val_hr`` is given, ``psnr_val`` (SR vs HR)
-    and ``psnr_val_bicubic`` (bicubic upscale vs HR) on those images. With ``loss=l1+task``, ``task`` is the
+    and ``psnr_val_bicubic`` (bicubic upscale vs HR) on those images: the mean of the per-image PSNRs
+    (:func:`wbc.sr.quality.psnr`, the SR report's definition). With ``loss=l1+task``, ``task`` is the
     frozen classifier (float NCHW images in 0..1 -> logits) and ``initial_task_loss`` / ``final_task_loss``
     are reported too.
     """

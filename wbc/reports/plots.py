@@ -1,4 +1,6 @@
-"""Matplotlib figures for evaluation reports: confusion matrix, per-class metrics, training curves.
+"""Every figure of the project (matplotlib): a run's confusion matrix, per-class metrics, training curves and framing
+examples; prediction's coverage-accuracy curve; the cross-dataset bars; the SR study's curves, paired differences
+and example cells.
 
 Figures are built with the object API (no pyplot state, safe in callbacks); the caller saves them, e.g. with
 `save_figure`, which also closes them.
@@ -7,13 +9,15 @@ Figures are built with the object API (no pyplot state, safe in callbacks); the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from wbc.reports.runs import method_rank
 
 CURVE_PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"), ("f1_macro", "Macro F1"))
 
@@ -179,4 +183,88 @@ def plot_coverage_accuracy(curve: Sequence[dict]) -> Figure:
     ax.set_ylabel("accuracy of those kept")
     ax.set_xlim(0, 1.02)
     ax.grid(alpha=0.3)
+    return fig
+
+
+# -- the SR study: the comparison of a sweep and the SR stage's example cells --------------------------------------
+def plot_curves(rows: list[dict]) -> Figure:
+    """Accuracy, macro-F1 and PSNR against f per SR method; the f=1 reference drawn as the ceiling."""
+    panels = [("test/accuracy", "test accuracy"), ("test/f1_macro", "test macro-F1"), ("sr/psnr", "PSNR (dB)")]
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    configs = sorted({(r["data"], r["model"], r["image_size"]) for r in rows})
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for data, model, size in configs:
+            subset = [r for r in rows if (r["data"], r["model"], r["image_size"]) == (data, model, size)]
+            ref = [r for r in subset if r["lr_scale"] == 1 and r["sr_method"] == "none" and key in r["stats"]]
+            if ref and key.startswith("test/"):
+                m = ref[0]["stats"][key]["mean"]
+                ax.axhline(m, color="k", ls="--", lw=1, label=f"reference f=1 ({model}, {size})")
+            methods = sorted({(r["sr"], r["sr_method"]) for r in subset}, key=lambda x: method_rank(*x))
+            for method, _ in methods:
+                pts = sorted(
+                    (r["lr_scale"], r["stats"][key])
+                    for r in subset
+                    if r["sr"] == method and r["lr_scale"] > 1 and key in r["stats"]
+                )
+                if not pts:
+                    continue
+                fs = [p[0] for p in pts]
+                means = np.array([p[1]["mean"] for p in pts])
+                lo = np.array([p[1]["lo"] if math.isfinite(p[1]["lo"]) else p[1]["mean"] for p in pts])
+                hi = np.array([p[1]["hi"] if math.isfinite(p[1]["hi"]) else p[1]["mean"] for p in pts])
+                suffix = "" if len(configs) == 1 else f" ({data}, {model}, {size})"
+                ax.errorbar(fs, means, yerr=[means - lo, hi - means], marker="o", capsize=3, label=method + suffix)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("f (lr_scale)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_differences(tests: list[dict]) -> Figure:
+    """Paired accuracy difference (method - none) with its 95% interval, per method and f (colour: verdict)."""
+    fig = Figure(figsize=(7, 0.5 + 0.45 * max(1, len(tests))))
+    ax = fig.subplots()
+    labels = [
+        f"{t['sr']} x{t['lr_scale']} ({t['model']}, {t['image_size']}{', 1 seed' if t['one_seed'] else ''})"
+        for t in tests
+    ]
+    for i, t in enumerate(tests):
+        colour = {"helped": "tab:green", "hurt": "tab:red"}.get(t["verdict"], "tab:gray")
+        ax.errorbar(
+            100 * t["accuracy_diff"],
+            i,
+            xerr=[[100 * (t["accuracy_diff"] - t["ci_lo"])], [100 * (t["ci_hi"] - t["accuracy_diff"])]],
+            fmt="o",
+            color=colour,
+            capsize=4,
+        )
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(tests)), labels)
+    ax.set_xlabel("accuracy difference vs sr=none (points, 95% CI; colour: Holm-corrected verdict)")
+    ax.set_title("Does SR help the classifier?")
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(columns: Mapping[str, np.ndarray], title: str | None = None) -> Figure:
+    """A grid: one row per cell, one column per image kind (LR | bicubic | ESPCN | EDSR | reference)."""
+    names = list(columns)
+    rows = len(next(iter(columns.values())))
+    fig = Figure(figsize=(1.9 * len(names), 1.9 * rows + 0.4))
+    axes = fig.subplots(rows, len(names), squeeze=False)
+    for c, name in enumerate(names):
+        for r in range(rows):
+            ax = axes[r][c]
+            ax.imshow(columns[name][r], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

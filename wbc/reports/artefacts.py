@@ -1,8 +1,8 @@
-"""What a finished run leaves in its folder: metrics.json, figures, predictions, and the loggers' copies."""
+"""The per-run report: what a finished run leaves in its folder (metrics.json, figures, and the loggers' copies;
+test_predictions.csv: :func:`wbc.reports.predictions.write_predictions`)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -12,45 +12,24 @@ from typing import Any
 
 import torch
 
-from wbc.plots import plot_confusion_matrix, plot_per_class_metrics, plot_training_curves, save_figure
+from wbc.reports.plots import plot_confusion_matrix, plot_per_class_metrics, plot_training_curves, save_figure
 
 log = logging.getLogger(__name__)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as null, in nested dicts and lists: the files stay standard JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; an undefined metric is null
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
-
-
-def write_predictions(
-    path: str | Path, paths: Sequence[str], class_names: Sequence[str], outputs: dict[str, torch.Tensor]
-) -> None:
-    """One row per test image: path, true and predicted class, confidence, probability per class."""
-    probs = outputs["probs"].float()
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "predicted", "correct", "confidence", *[f"p/{c}" for c in class_names]])
-        for i, p, t in zip(outputs["index"].tolist(), probs, outputs["target"].tolist(), strict=True):
-            pred = int(p.argmax())
-            writer.writerow(
-                [
-                    paths[i],
-                    class_names[t],
-                    class_names[pred],
-                    int(pred == t),
-                    f"{float(p[pred]):.6f}",
-                    *[f"{float(v):.6f}" for v in p],
-                ]
-            )
+    Path(path).write_text(json.dumps(json_safe(data), indent=2, sort_keys=False) + "\n")
 
 
 def save_figures(
