@@ -6,8 +6,9 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# logger=mlflow writes its store where this says (a config test instantiates it): never into the checkout
+# logger=mlflow and logger=wandb write where these say (a config test instantiates them): never into the checkout
 os.environ.setdefault("WBC_MLFLOW_DIR", os.path.join(tempfile.mkdtemp(prefix="wbc-mlflow-"), "mlflow"))
+os.environ.setdefault("WBC_WANDB_DIR", os.path.join(tempfile.mkdtemp(prefix="wbc-wandb-"), "wandb"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

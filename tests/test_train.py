@@ -3,8 +3,12 @@
 import csv
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -203,6 +207,87 @@ def test_every_logger_gets_the_figures_and_hyperparameters(tmp_path):
     assert len(client.get_metric_history(found.info.run_id, "val/f1_macro")) == 2  # one per epoch
     figures = {a.path for a in client.list_artifacts(found.info.run_id, "figures")}
     assert {"figures/confusion_matrix.png", "figures/training_curves.png", "figures/per_class_metrics.png"} <= figures
+
+
+def wandb_records(run_dir) -> dict[str, Any]:
+    """An offline W&B run as its ``.wandb`` file holds it: the run record, config, last summary, history rows and
+    files. The file is a LevelDB-style log (32 KiB blocks of chunks with a 7-byte header, after a 7-byte ``:W&B``
+    file header) of wandb's own ``Record`` protobufs; wandb 0.31 no longer ships a Python reader of it."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    (path,) = Path(run_dir).glob("*.wandb")
+    data, pos, chunks = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    found: dict[str, Any] = {"run": None, "config": {}, "summary": {}, "history": [], "files": set()}
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunks, pos = chunks + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind not in (1, 4):  # 1: a whole record, 4: the last chunk of one; 2, 3: first and middle chunks
+            continue
+        record = Record.FromString(chunks)
+        chunks = b""
+        which = record.WhichOneof("record_type")
+        items = {"config": record.config.update, "summary": record.summary.update, "history": record.history.item}
+        values = {".".join(i.nested_key) or i.key: json.loads(i.value_json) for i in items.get(which, ())}
+        if which == "run":
+            found["run"] = record.run
+        elif which == "history":
+            found["history"].append(values)
+        elif which in ("config", "summary"):
+            found[which] |= values
+        elif which == "files":
+            found["files"] |= {f.path for f in record.files.files}
+    return found
+
+
+@pytest.mark.slow
+def test_wandb_logger_offline(tmp_path):
+    """'logger=[tensorboard,wandb]' offline, read back from the run's .wandb file with wandb's Record protobuf: the
+    clean hyperparameters and tags, the test scalars of metrics.json, the val scalars per epoch, the figures."""
+    pytest.importorskip("wandb", reason='logger=wandb needs wandb: pip install -e ".[wandb]"')
+    env = {
+        "WBC_WANDB_DIR": str(tmp_path / "wandb"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        **{f"WANDB_{v}_DIR": str(tmp_path / f"wandb-{v.lower()}") for v in ("CONFIG", "CACHE", "DATA", "ARTIFACT")},
+    }
+    env["WANDB_DIR"] = env["WBC_WANDB_DIR"]
+    proc = run_train(tmp_path, "logger=[tensorboard,wandb]", "tags=[e2e]", extra_env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (tmp_path / "run" / "tensorboard").is_dir()  # the other logger still logs
+
+    (run_dir,) = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
+    found = wandb_records(run_dir)
+    assert found["run"].project == "wbc" and list(found["run"].tags) == ["e2e"]
+    config = found["config"]
+    assert config["tags"] == "e2e" and config["data.image_size"] == 32 and config["model.lr"] == 2.0e-3
+    assert not [k for k in config if k.rsplit(".", 1)[-1] in ("_target_", "_convert_", "root", "cache_dir")]
+    summary = found["summary"]
+    for name in ("test/accuracy", "test/f1_macro", "test/recall/Monocyte"):
+        assert summary[name] == pytest.approx(metrics["test"][name], rel=1e-6, abs=1e-9), name
+    assert len([h for h in found["history"] if "val/f1_macro" in h]) == 2  # one per epoch
+    for name in ("confusion_matrix", "training_curves", "per_class_metrics"):
+        assert summary[f"figures/{name}._type"] == "images/separated", name
+        (png,) = summary[f"figures/{name}.filenames"]
+        assert png in found["files"] and (run_dir / "files" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_missing_logger_package_is_named_with_its_install_command(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from wbc.errors import UserError
+    from wbc.loggers import check_installed
+
+    group = OmegaConf.create({"tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"},
+                              "wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger"}})  # fmt: skip
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(UserError, match=re.escape('logger=wandb needs the wandb package: pip install -e ".[wandb]"')):
+        check_installed(group)
+    check_installed(None)  # logger=none
 
 
 @pytest.mark.slow

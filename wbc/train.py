@@ -26,7 +26,7 @@ from wbc.calibration import calibrate_checkpoint, expected_calibration_error, re
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
 from wbc.data.datamodule import build_datamodule
 from wbc.errors import UserError
-from wbc.loggers import add_tensorboard_layout, hyperparameters, log_hyperparameters
+from wbc.loggers import add_tensorboard_layout, check_installed, finish, hyperparameters, log_hyperparameters
 from wbc.metrics import reported
 from wbc.provenance import provenance
 from wbc.reports.artefacts import save_figures, write_json
@@ -43,6 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_optimized_metric(cfg.get("optimized_metric", "val/f1_macro"))
+    check_installed(cfg.get("logger"))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None and sweep_folder() and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
         ckpt_path = "last"  # a sweep's SLURM job requeued after its time limit (submitit): continue in its folder
@@ -191,6 +192,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log_hyperparameters(trainer.loggers, hyperparameters(cfg), headline)
         write_json(out / "metrics.json", result)
         write_json(out / "run.json", run_info)
+        finish(trainer.loggers)
         log.info("run folder: %s", out)
     return result
 
