@@ -4,6 +4,11 @@
 
 (data.lr_scale defaults to auto: sr_study_scale, 4, for an SR method, as in train.py.)
 
+With ``+reference_checkpoint=<best.ckpt of a data.lr_scale=1 run at the same S and split>`` it also reports how
+that frozen classifier, trained on the reference images, reads the val and test images as each way back to S
+gives them (the references themselves, the plain resize, bicubic, this SR stage): the question of a lab that
+deploys a high-resolution classifier behind an SR stage without retraining it.
+
 Uses the training config (conf/train.yaml): the same data, split and SR settings as `train.py`, so the
 weights it stores under paths.cache_dir/sr are the ones every later run of that configuration reuses. Trains on
 the training split only; reports PSNR/SSIM of SR and bicubic against the reference on the val and test splits.
@@ -60,10 +65,44 @@ def main(cfg: DictConfig) -> None:
             **sr_quality(np.asarray(datamodule.datasets[split].images[rows]), refs),
             **{f"{k}_bicubic": v for k, v in sr_quality(bicubic, refs).items()},
         }
+    if cfg.get("reference_checkpoint"):
+        for split in ("val", "test"):
+            if split in report:
+                report[split]["reference_accuracy"] = frozen_accuracy(cfg.reference_checkpoint, datamodule, split)
     if restorer.weights_path is not None:
         shutil.copy(restorer.weights_path, out / "sr_weights.pt")
     (out / "sr_metrics.json").write_text(json.dumps(report, indent=2))
     log.info("SR report (also in %s):\n%s", out / "sr_metrics.json", json.dumps(report, indent=2))
+
+
+def frozen_accuracy(checkpoint: str, datamodule, split: str) -> dict[str, float]:
+    """Accuracy of a frozen classifier of the reference images on ``split``: on the references, and on their
+    reductions by f brought back by the plain resize, bicubic and the SR stage."""
+    import numpy as np
+    import torch
+
+    from wbc.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    pre, ref_pre = datamodule.preprocessor, predictor.preprocessor
+    if ref_pre.lr_scale != 1 or ref_pre.image_size != pre.image_size:
+        sys.exit(f"reference_checkpoint={checkpoint}: trained at S={ref_pre.image_size}, f={ref_pre.lr_scale}; it "
+                 f"must be a data.lr_scale=1 run at data.image_size={pre.image_size}")  # fmt: skip
+    dataset = datamodule.datasets[split]
+    refs, labels = np.asarray(datamodule.references[dataset.rows]), np.asarray(dataset.labels)
+    low = pre.degrade(refs)
+    views = {
+        "reference": refs,
+        "none": np.stack([upscale(im, pre.image_size, "bilinear") for im in low]),
+        "bicubic": np.stack([upscale(im, pre.image_size, "bicubic") for im in low]),
+        pre.restorer.method: np.asarray(dataset.images[dataset.rows]),
+    }
+
+    def accuracy(images: np.ndarray) -> float:
+        probs = torch.cat([predictor.probabilities(images[i : i + 256]) for i in range(0, len(images), 256)])
+        return float((probs.argmax(1).numpy() == labels).mean())
+
+    return {name: accuracy(images) for name, images in views.items()}
 
 
 if __name__ == "__main__":
