@@ -197,6 +197,11 @@ def test_task_loss_with_real_checkpoints(trained, trained_framed, tmp_path):
     stage.prepare(lambda: images, "k", tmp_path)
     assert stage.ready and "final_task_loss" in stage.train_stats
     assert stage._task_digest and len(list(tmp_path.glob("espcn-x2-*.pt"))) == 1
+    # the same checkpoint by another path (a link): the stored weights are reused, not trained again
+    (tmp_path / "link.ckpt").symlink_to(reference)
+    again = SuperResolver("espcn", 2, train={**train, "task_checkpoint": str(tmp_path / "link.ckpt")})
+    again.prepare(lambda: pytest.fail("trained again"), "k", tmp_path)
+    assert again.weights_digest == stage.weights_digest and len(list(tmp_path.glob("espcn-x2-*.pt"))) == 1
     reduced = {**train, "task_checkpoint": str(trained[0] / "checkpoints/best.ckpt")}
     with pytest.raises(UserError, match="trained at data.lr_scale>1"):
         SuperResolver("espcn", 2, train=reduced).prepare(lambda: images, "k", tmp_path)

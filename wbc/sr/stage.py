@@ -145,7 +145,10 @@ class SuperResolver:
         if self.ready or not self.trainable:
             return
         task = self._task_classifier()
-        key = digest(dataset_key, self.method, self.scale, self.arch, vars(self.train_cfg), self._task_digest)
+        # the task classifier counts by its content (_task_digest), not by the path it was given: the same
+        # checkpoint named another way reuses the stored weights (null keeps the keys of L1-trained weights)
+        settings = {**vars(self.train_cfg), "task_checkpoint": None}
+        key = digest(dataset_key, self.method, self.scale, self.arch, settings, self._task_digest)
         path = None if store_dir is None else Path(store_dir) / f"{self.method}-x{self.scale}-{key}.pt"
         self.weights_path = path
         if path is not None and path.exists():
