@@ -82,6 +82,7 @@ def frozen_accuracy(checkpoint: str, datamodule, split: str) -> dict[str, float]
     import torch
 
     from wbc.predict import Predictor
+    from wbc.sr.stage import SuperResolver
 
     predictor = Predictor.from_checkpoint(checkpoint)
     pre, ref_pre = datamodule.preprocessor, predictor.preprocessor
@@ -93,8 +94,8 @@ def frozen_accuracy(checkpoint: str, datamodule, split: str) -> dict[str, float]
     low = pre.degrade(refs)
     views = {
         "reference": refs,
-        "none": np.stack([upscale(im, pre.image_size, "bilinear") for im in low]),
-        "bicubic": np.stack([upscale(im, pre.image_size, "bicubic") for im in low]),
+        # the plain stages themselves (not a copy of their resize): what sr=none and sr=bicubic give a run
+        **{method: SuperResolver(method, pre.lr_scale)(low) for method in ("none", "bicubic")},
         pre.restorer.method: np.asarray(dataset.images[dataset.rows]),
     }
 
