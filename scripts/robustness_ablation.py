@@ -5,7 +5,9 @@ augmentation.
     python scripts/robustness_ablation.py --pbc ../shared/data/pbc --eval lisc=../shared/data/lisc
 
 Recipes: baseline (centre framing, no stain step, default augmentation), +framing (scale), +stain (reinhard),
-+augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment).
++augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment),
+and two additions to the recipe: +white (white balance on the slide, data.stain=white) and +mixstyle (MixStyle
+after resnet's layer1 and layer2).
 AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. Resumable: a recipe whose run
 folder holds metrics.json is not trained again, and an evaluation that exists is not repeated. Writes
 <out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py call (`-- trainer=gpu seed=1`).
@@ -30,6 +32,9 @@ RECIPES = {  # overrides on top of experiment=pbc_robust (scale framing, robust 
     "+augment": ["data.framing=centre"],
     "recipe": [],  # framing + augment: experiment=pbc_robust as it is
     "all": ["data.stain=reinhard"],
+    "+white": ["data.stain=white"],  # recipe + white balance on the slide
+    "+mixstyle": ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1}"],  # recipe + MixStyle
+    "+dyes": ["data.augment.dyes={_target_: albumentations.HEStain, method: random_preset, p: 0.5}"],
 }
 
 

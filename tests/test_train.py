@@ -25,7 +25,7 @@ def run_train(tmp_path, *overrides: str, extra_env: dict | None = None) -> subpr
 
 @pytest.mark.slow
 def test_train_end_to_end(tmp_path):
-    proc = run_train(tmp_path)
+    proc = run_train(tmp_path, "calibrate=shifted")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     for name in (
@@ -65,6 +65,8 @@ def test_train_end_to_end(tmp_path):
     assert 0.0 <= test["test/accuracy"] <= 1.0
     assert test["test/f1_macro_n_classes"] == 4 and type(test["test/f1_macro_n_classes"]) is int  # all 4 present
     assert metrics["run"]["seed"] == 0 and metrics["run"]["split_seed"] == 0
+    calibration = metrics["calibration"]
+    assert calibration["data"] == "val + val under the training augmentation" and calibration["temperature"] > 0
     assert {k: v for k, v in metrics["data"].items() if k != "framing"} == {  # framing: see tests/data
         "train": 64,
         "val": 16,
@@ -117,6 +119,11 @@ def test_mistakes_give_one_line_that_says_what_to_do(tmp_path):
     assert wrong_key.returncode != 0
     (line,) = error_lines(wrong_key)
     assert "there is no data.class_map: the key is data.source.class_map" in line
+
+    bad_calibration = run_train(tmp_path, "calibrate=maybe")
+    assert bad_calibration.returncode == 2
+    (line,) = error_lines(bad_calibration)
+    assert "calibrate must be true, false or shifted, got 'maybe'" in line
 
     for folder in ("neut", "lymp", "mixt"):  # folders that map onto no class without data.source.class_map
         (tmp_path / "cells" / folder).mkdir(parents=True)

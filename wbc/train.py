@@ -20,7 +20,6 @@ import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from wbc.calibration import calibrate_checkpoint, expected_calibration_error, rescale_probabilities
 from wbc.callbacks import EpochTimer, InterruptCheckpoint, RNGState
@@ -44,6 +43,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     check_optimized_metric(cfg.get("optimized_metric", "val/f1_macro"))
     check_installed(cfg.get("logger"))
+    if cfg.get("calibrate", True) not in (True, False, "shifted"):
+        raise UserError(f"calibrate must be true, false or shifted, got {cfg.calibrate!r}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None and sweep_folder() and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
         ckpt_path = "last"  # a sweep's SLURM job requeued after its time limit (submitit): continue in its folder
@@ -118,10 +119,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     history = list(model.history)  # before testing: loading the best checkpoint brings back that epoch's history
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     calibration = None
-    if cfg.get("calibrate", True) and best and datamodule.samples["val"]:
+    calibrate = cfg.get("calibrate", True)
+    if calibrate and best and datamodule.samples["val"]:
         # the whole validation split in every process: each fits the same temperature, rank 0 writes it
-        val = DataLoader(datamodule.datasets["val"], batch_size=datamodule.batch_size)
+        val = datamodule.calibration_batches(shifted=calibrate == "shifted")
         calibration = calibrate_checkpoint(model, val, best, write=trainer.is_global_zero)
+        calibration["data"] = "val + val under the training augmentation" if calibrate == "shifted" else "val"
         trainer.strategy.barrier()
         log.info(
             "temperature scaling: T=%.3f (validation ECE %.4f -> %.4f)",

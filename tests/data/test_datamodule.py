@@ -82,6 +82,27 @@ def test_augmentation_is_train_only(tmp_path):
     assert torch.equal(val[0][0], torch.from_numpy(cached_val.transpose(2, 0, 1).copy()))
 
 
+def test_calibration_batches_plain_and_shifted(tmp_path):
+    """calibrate=shifted fits the temperature on the validation split and a copy of it under the training
+    augmentation, the same copy every time (fixed seeds)."""
+    dm = make_dm(tmp_path, augment={"rot": A.RandomRotate90(p=0.9), "grey": A.ToGray(p=0.5)})
+    dm.setup()
+    val = dm.datasets["val"]
+
+    def collect(shifted):
+        batches = list(dm.calibration_batches(shifted))
+        return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+    plain, y = collect(False)
+    assert len(plain) == len(val) and torch.equal(y, torch.as_tensor(val.labels))
+    assert torch.equal(plain[0], val[0][0])  # the validation images themselves
+    shifted, y2 = collect(True)
+    assert len(shifted) == 2 * len(val) and torch.equal(y2, torch.cat([y, y]))
+    assert torch.equal(shifted[: len(val)], plain)
+    assert not torch.equal(shifted[len(val) :], plain)  # augmented
+    assert torch.equal(collect(True)[0], shifted)  # deterministic
+
+
 def test_augmentation_is_seeded(tmp_path):
     jitter = {"rot": A.RandomRotate90(p=0.5), "flip": A.HorizontalFlip(p=0.5)}
 

@@ -1,4 +1,5 @@
-"""Reinhard stain normalisation: statistics measured around the cell, matched to the training split's."""
+"""Colour steps: white balance on the slide, and Reinhard stain normalisation (statistics measured around the
+cell, matched to the training split's)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from wbc.data.stain import ReinhardNormaliser, build_stain, lab_stats
+from wbc.data.stain import WHITE, ReinhardNormaliser, WhiteBalance, build_stain, lab_stats
 
 
 def field(seed: int, tint=(0, 0, 0), cell=(90, 40, 140), size=64) -> np.ndarray:
@@ -62,3 +63,28 @@ def test_state_round_trip_and_options():
         build_stain("macenko")
     with pytest.raises(RuntimeError):
         ReinhardNormaliser()(im)
+
+
+def test_white_balance_removes_the_lamp_colour_and_keeps_the_stain():
+    """The same smear under a warm and a cool lamp (a per-channel transmission factor, as a camera records
+    it) comes out the same: the slide white, the cell's colour the same transmittance of the stain."""
+    smear = field(5).astype(np.float64)
+    warm = np.clip(smear * np.array([1.0, 0.88, 0.72]), 0, 255).astype(np.uint8)
+    cool = np.clip(smear * np.array([0.80, 0.86, 1.0]), 0, 255).astype(np.uint8)
+    out = WhiteBalance()(np.stack([warm, cool])).astype(int)
+    slide = out[:, :8, :8].reshape(2, -1, 3).mean(axis=1)
+    assert np.abs(np.stack([warm, cool])[:, :8, :8].reshape(2, -1, 3).mean(1) - WHITE).max() > 30  # before
+    assert np.abs(slide - WHITE).max() < 25  # the brightest tenth is white; the field's mean is a little below
+    assert np.abs(out[0] - out[1]).mean() < 3  # rounding and clipping leave a little
+    assert np.abs(out[0, 32, 32] - out[1, 32, 32]).max() <= 6
+
+
+def test_white_balance_leaves_images_without_slide_and_keeps_padding():
+    cell_only = np.full((1, 32, 32, 3), (120, 60, 140), np.uint8)  # a cell filling the image: no slide to measure
+    np.testing.assert_array_equal(WhiteBalance()(cell_only), cell_only)
+    im = field(6, tint=(-30, 0, 20))
+    im[:, :10] = 0
+    out = WhiteBalance()(im[None])[0]
+    assert (out[:, :10] == 0).all() and (out[:, 10:].max(axis=2) > 0).all()
+    assert isinstance(build_stain("white"), WhiteBalance)
+    assert WhiteBalance().fit(im[None]).target is not None  # nothing to fit: the datamodule never fits it

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from wbc.data.stain import build_stain
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_SEED = 1_000_003  # augmentation seeds of the shifted calibration copy: i + this, for image i
 PIPELINE_VERSION = 3  # bump when the deterministic pipeline's output changes for the same inputs
 
 
@@ -378,6 +380,18 @@ class WBCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    def calibration_batches(self, shifted: bool = False) -> Iterator:
+        """The whole validation split (every rank the same) for temperature scaling; ``shifted`` adds a copy of
+        it under the training augmentation, with fixed seeds: the stain, light and optics changes the model was
+        taught to expect, so that the fitted temperature does not only describe images like the training lab's."""
+        val = self.datasets["val"]
+        batches = DataLoader(val, batch_size=self.batch_size)
+        if not shifted or self.augment is None:
+            return iter(batches)
+        augmented = ArrayDataset(val.images, val.rows, val.labels, self.augment)
+        seeds = [(i, CALIBRATION_SEED + i) for i in range(len(val))]
+        return itertools.chain(batches, DataLoader(augmented, batch_size=self.batch_size, sampler=seeds))
 
 
 # Keys of a data config that only its source reads (interpolated into data.source: data.root, data.size), not

@@ -18,7 +18,7 @@ import numpy as np
 
 from wbc.data.framing import CellLocation, Framed, Framing
 from wbc.data.samples import Sample
-from wbc.data.stain import ReinhardNormaliser, build_stain
+from wbc.data.stain import ReinhardNormaliser, WhiteBalance, build_stain
 from wbc.resize import reduce, resize_to
 
 
@@ -71,7 +71,7 @@ class Preprocessor:
         lr_scale: int = 1,
         restorer: Restorer | None = None,
         framing: Framing | None = None,
-        stain: ReinhardNormaliser | None = None,
+        stain: WhiteBalance | ReinhardNormaliser | None = None,
     ):
         if image_size % lr_scale:
             raise ValueError(f"data.image_size={image_size} must be divisible by data.lr_scale={lr_scale}")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wbc.metrics import ClassificationMetrics, prefixed
+from wbc.models.mixstyle import add_mixstyle
 from wbc.models.networks import create_model
 
 CHECKPOINT_FORMAT = 1  # bump when what predict.py needs from a checkpoint changes
@@ -39,6 +40,7 @@ class WBCClassifier(L.LightningModule):
         std: Sequence[float] = IMAGENET_STD,
         preprocessing: Mapping[str, Any] | None = None,
         channels_last: bool = True,
+        mixstyle: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if scheduler not in (None, "none", "cosine", "plateau"):
@@ -46,6 +48,8 @@ class WBCClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.net = create_model(num_classes=len(self.class_names), **dict(net))
+        if mixstyle:  # training-time feature-style mixing (wbc.models.mixstyle); no effect at inference
+            add_mixstyle(self.net, **dict(mixstyle))
         # NHWC ("channels last") weights and activations: oneDNN's and cuDNN's fast layout for convolutions; the
         # images arrive NHWC-strided already (uint8 HWC arrays permuted), so no copy is needed on the way in
         self.channels_last = channels_last

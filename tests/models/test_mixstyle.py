@@ -1,0 +1,60 @@
+"""MixStyle: each image's per-channel feature statistics become a convex mix of its own and a partner's, in
+training only (never at evaluation, prediction or batch-norm adaptation)."""
+
+import pytest
+import torch
+
+from wbc.adapt import adapt_batchnorm
+from wbc.models.mixstyle import mix_styles
+from wbc.models.module import WBCClassifier
+
+CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
+NET = {"name": "cnn", "channels": [8, 16], "hidden": 16}
+MIX = {"layers": ["features.2"], "p": 1.0, "alpha": 0.1}  # after the first block's ReLU
+
+
+def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.mean(dim=(2, 3)), x.std(dim=(2, 3), unbiased=False)
+
+
+def test_statistics_are_a_convex_mix_of_two_images():
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, 8, 8) * torch.rand(6, 5, 1, 1) * 3 + torch.randn(6, 5, 1, 1) * 4
+    y = mix_styles(x, alpha=0.3)
+    mu, sd = stats(x)
+    mu_y, sd_y = stats(y)
+    for i in range(len(x)):
+        # some partner j and one weight w in [0, 1] explain all 5 channels' mean and std at once
+        fits = []
+        for j in range(len(x)):
+            if j == i:
+                fits.append(torch.allclose(mu_y[i], mu[i], atol=1e-4) and torch.allclose(sd_y[i], sd[i], atol=1e-3))
+                continue
+            w = ((mu_y[i] - mu[j]) / (mu[i] - mu[j])).median()
+            ok = 0 <= w <= 1 and torch.allclose(mu_y[i], w * mu[i] + (1 - w) * mu[j], atol=1e-3)
+            fits.append(bool(ok and torch.allclose(sd_y[i], w * sd[i] + (1 - w) * sd[j], atol=1e-2)))
+        assert any(fits), i
+    # the normalised content (the pattern within each map) is kept
+    z = lambda t: (t - t.mean(dim=(2, 3), keepdim=True)) / t.std(dim=(2, 3), keepdim=True)  # noqa: E731
+    torch.testing.assert_close(z(y), z(x), atol=1e-3, rtol=1e-3)
+
+
+def test_active_in_training_only():
+    torch.manual_seed(0)
+    model = WBCClassifier(NET, CLASSES, mixstyle=MIX)
+    plain = WBCClassifier(NET, CLASSES)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(x), plain(x))
+    with torch.no_grad():  # AdaBN puts batch norms in training mode: the statistics must be the target's own
+        adapt_batchnorm(model, [x.float() / 255] * 4, min_images=8)
+        adapt_batchnorm(plain, [x.float() / 255] * 4, min_images=8)
+    torch.testing.assert_close(model.state_dict(), plain.state_dict())
+    model.train(), plain.train()
+    assert not torch.allclose(model(x), plain(x))  # p=1: every training batch is mixed
+
+
+def test_unknown_layer_names_the_network_layers():
+    with pytest.raises(ValueError, match="layer9.*features, head"):
+        WBCClassifier(NET, CLASSES, mixstyle={"layers": ["layer9"]})
