@@ -6,8 +6,8 @@ augmentation.
 
 Recipes: baseline (centre framing, no stain step, default augmentation), +framing (scale), +stain (reinhard),
 +augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment),
-and two additions to the recipe: +white (white balance on the slide, data.stain=white) and +mixstyle (MixStyle
-after resnet's layer1 and layer2).
+and additions to the recipe: +white (white balance on the slide, data.stain=white), +mixstyle (MixStyle after
+resnet's layer1 and layer2), +dyes (two-dye stain augmentation, albumentations.HEStain) and their combinations.
 AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. Resumable: a recipe whose run
 folder holds metrics.json is not trained again, and an evaluation that exists is not repeated. Writes
 <out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py call (`-- trainer=gpu seed=1`).
@@ -32,9 +32,16 @@ RECIPES = {  # overrides on top of experiment=pbc_robust (scale framing, robust 
     "+augment": ["data.framing=centre"],
     "recipe": [],  # framing + augment: experiment=pbc_robust as it is
     "all": ["data.stain=reinhard"],
-    "+white": ["data.stain=white"],  # recipe + white balance on the slide
-    "+mixstyle": ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1}"],  # recipe + MixStyle
-    "+dyes": ["data.augment.dyes={_target_: albumentations.HEStain, method: random_preset, p: 0.5}"],
+}
+WHITE = ["data.stain=white"]  # white balance on the slide
+MIXSTYLE = ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1}"]
+DYES = ["data.augment.dyes={_target_: albumentations.HEStain, method: random_preset, p: 0.5}"]
+RECIPES |= {  # additions to the recipe
+    "+white": WHITE,
+    "+mixstyle": MIXSTYLE,
+    "+dyes": DYES,
+    "+white+mixstyle": WHITE + MIXSTYLE,
+    "+white+mixstyle+dyes": WHITE + MIXSTYLE + DYES,
 }
 
 
@@ -134,7 +141,37 @@ def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: l
                 cells.append(f"{r.get(f'{key}_ece', float('nan')):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     note = f"Extra overrides: `{' '.join(extra)}`." if extra else ""
-    path.write_text("\n".join(lines) + f"\n\nTrained on PBC only (split seed 0). {note}\n")
+    text = "\n".join(lines + ["", *bars(rows, datasets)])
+    path.write_text(text + f"\n\nTrained on PBC only (split seed 0). {note}\n")
+
+
+BARS = {"f1": 0.90, "pbc_f1": 0.985, "ece": 0.05, "minutes": 30}  # the goals of a model for other labs
+
+
+def bars(rows: list[dict], datasets: dict[str, str]) -> list[str]:
+    """Per recipe and other lab: is each goal met (macro-F1 as trained and with AdaBN, ECE, PBC test macro-F1,
+    training time on the machine that ran it)?"""
+    head = ["recipe", "lab", f"macro-F1 >= {BARS['f1']}", "... with AdaBN", f"ECE < {BARS['ece']} (best setting)",
+            f"PBC test macro-F1 >= {BARS['pbc_f1']}", f"training <= {BARS['minutes']} min"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    mark = lambda ok, text: f"{'yes' if ok else 'no'} ({text})"  # noqa: E731
+    for r in rows:
+        minutes = (r.get("fit_seconds") or float("nan")) / 60
+        for name in datasets:
+            if f"{name}_f1_macro" not in r:
+                continue
+            eces = [r[k] for k in r if k.startswith(f"{name}") and k.endswith("_ece")]
+            cells = [
+                r["recipe"],
+                name,
+                mark(r[f"{name}_f1_macro"] >= BARS["f1"], f"{r[f'{name}_f1_macro']:.3f}"),
+                mark(r.get(f"{name}_adabn_f1_macro", 0) >= BARS["f1"], f"{r.get(f'{name}_adabn_f1_macro', 0):.3f}"),
+                mark(min(eces) < BARS["ece"], f"{min(eces):.3f}"),
+                mark(r["pbc_test_f1_macro"] >= BARS["pbc_f1"], f"{r['pbc_test_f1_macro']:.4f}"),
+                mark(minutes <= BARS["minutes"], f"{minutes:.1f} min"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return ["Goals:", "", *lines]
 
 
 if __name__ == "__main__":

@@ -78,6 +78,22 @@ def test_experiment_options(option, tmp_path, pbc_root):
     assert cfg.data and cfg.model and cfg.trainer
 
 
+def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
+    """Every recipe of scripts/robustness_ablation.py is a valid command: it composes, its augmentation and its
+    classifier build, and each override lands where it is meant to."""
+    import runpy
+
+    recipes = runpy.run_path(str(REPO_ROOT / "scripts" / "robustness_ablation.py"), run_name="recipes")["RECIPES"]
+    for name, overrides in recipes.items():
+        cfg = compose_config(["experiment=pbc_robust", f"data.root={pbc_root}", *overrides], tmp_path)
+        augment = instantiate(cfg.data.augment)
+        model = instantiate(cfg.model, class_names=["a", "b", "c", "d"])
+        assert ("dyes" in name) == (augment.get("dyes") is not None), name
+        assert ("mixstyle" in name) == bool(cfg.model.mixstyle), name
+        assert ("white" in name) == (cfg.data.stain == "white"), name
+        assert isinstance(model, WBCClassifier)
+
+
 def _hydra(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
