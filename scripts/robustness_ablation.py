@@ -25,23 +25,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {  # overrides on top of experiment=pbc_robust (scale framing, robust augmentation, no stain step)
-    "baseline": ["data.framing=centre", "data/augment=default"],
-    "+framing": ["data/augment=default"],
-    "+stain": ["data.framing=centre", "data.stain=reinhard", "data/augment=default"],
-    "+augment": ["data.framing=centre"],
-    "recipe": [],  # framing + augment: experiment=pbc_robust as it is
-    "all": ["data.stain=reinhard"],
-}
+# Overrides on top of experiment=pbc_robust (scale framing, robust augmentation, white balance, MixStyle,
+# calibrate=shifted). The first rows are the first ablation's: "recipe" there was scale framing + robust
+# augmentation, here "framing+augment"; the names keep the ablation's story (what each lever adds).
+PLAIN = ["data.stain=null", "model.mixstyle=null", "calibrate=true"]  # the first ablation's setting
 WHITE = ["data.stain=white"]  # white balance on the slide
 MIXSTYLE = ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1}"]
 DYES = ["data.augment.dyes={_target_: albumentations.HEStain, method: random_preset, p: 0.5}"]
-RECIPES |= {  # additions to the recipe
-    "+white": WHITE,
-    "+mixstyle": MIXSTYLE,
-    "+dyes": DYES,
-    "+white+mixstyle": WHITE + MIXSTYLE,
-    "+white+mixstyle+dyes": WHITE + MIXSTYLE + DYES,
+RECIPES = {
+    "baseline": [*PLAIN, "data.framing=centre", "data/augment=default"],
+    "+framing": [*PLAIN, "data/augment=default"],
+    "+stain": [*PLAIN, "data.framing=centre", "data.stain=reinhard", "data/augment=default"],
+    "+augment": [*PLAIN, "data.framing=centre"],
+    "recipe": PLAIN,  # framing + augment (the first recipe)
+    "all": [*PLAIN, "data.stain=reinhard"],
+    "+white": [*PLAIN, *WHITE],
+    "+mixstyle": [*PLAIN, *MIXSTYLE],
+    "+dyes": [*PLAIN, *DYES],
+    "+white+mixstyle": [*PLAIN, *WHITE, *MIXSTYLE],
+    "+white+mixstyle+dyes": [*PLAIN, *WHITE, *MIXSTYLE, *DYES],
+    "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle with calibrate=shifted
 }
 
 
