@@ -89,6 +89,9 @@ def frozen_accuracy(checkpoint: str, datamodule, split: str) -> dict[str, float]
     if ref_pre.lr_scale != 1 or ref_pre.image_size != pre.image_size:
         sys.exit(f"reference_checkpoint={checkpoint}: trained at S={ref_pre.image_size}, f={ref_pre.lr_scale}; it "
                  f"must be a data.lr_scale=1 run at data.image_size={pre.image_size}")  # fmt: skip
+    if ref_pre.describe() != pre.describe():  # the views below are this run's framed, colour-normalised images
+        sys.exit(f"reference_checkpoint={checkpoint}: framed or colour-normalised otherwise ({ref_pre.describe()}) "
+                 f"than this run ({pre.describe()})")  # fmt: skip
     dataset = datamodule.datasets[split]
     refs, labels = np.asarray(datamodule.references[dataset.rows]), np.asarray(dataset.labels)
     low = pre.degrade(refs)
