@@ -7,10 +7,13 @@ augmentation.
 Recipes: baseline (centre framing, no stain step, default augmentation), +framing (scale), +stain (reinhard),
 +augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment),
 and additions to the recipe: +white (white balance on the slide, data.stain=white), +mixstyle (MixStyle after
-resnet's layer1 and layer2), +dyes (two-dye stain augmentation, albumentations.HEStain) and their combinations.
-AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. Resumable: a recipe whose run
-folder holds metrics.json is not trained again, and an evaluation that exists is not repeated. Writes
-<out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py call (`-- trainer=gpu seed=1`).
+resnet's layer1 and layer2), +dyes (two-dye stain augmentation, albumentations.HEStain) and their combinations;
+pbc_robust (experiment=pbc_robust as it is) and pbc_robust+ibn (with IBN-Net-a, model.net.ibn=true).
+AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. `--seeds 0,1,2` trains
+each recipe once per seed (run folders <recipe>, <recipe>_seed1, ...) and adds a row with the seeds' mean, on which
+the goals are judged. Resumable: a run whose folder holds metrics.json is not trained again, and an evaluation that
+exists is not repeated. Writes <out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py
+call (`-- trainer=gpu`).
 """
 
 from __future__ import annotations
@@ -45,15 +48,16 @@ RECIPES = {
     "+white+mixstyle": [*PLAIN, *WHITE, *MIXSTYLE],
     "+white+mixstyle+dyes": [*PLAIN, *WHITE, *MIXSTYLE, *DYES],
     "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle with calibrate=shifted
+    "pbc_robust+ibn": ["model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
 }
 
 
-def train(name: str, out: Path, pbc: str, extra: list[str]) -> Path:
-    run = out / name.replace("+", "plus_")
+def train(name: str, seed: int, out: Path, pbc: str, extra: list[str]) -> Path:
+    run = out / (name.replace("+", "plus_") + (f"_seed{seed}" if seed else ""))
     if (run / "metrics.json").exists():
         return run
-    cmd = [sys.executable, "train.py", "experiment=pbc_robust", f"data.root={pbc}", *RECIPES[name], *extra,
-           f"hydra.run.dir={run}", "logger=csv"]  # fmt: skip
+    cmd = [sys.executable, "train.py", "experiment=pbc_robust", f"data.root={pbc}", *RECIPES[name], f"seed={seed}",
+           *extra, f"hydra.run.dir={run}", "logger=csv"]  # fmt: skip
     print("training", name, ":", " ".join(cmd[1:]), flush=True)
     started = time.time()
     with open(out / f"{run.name}.log", "w") as log:
@@ -79,6 +83,7 @@ def main() -> int:
     parser.add_argument("--eval", action="append", default=[], help="name=folder of another lab (repeatable)")
     parser.add_argument("--out", default="outputs/ablation")
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--seeds", default="0", help="training seeds of every recipe, e.g. 0,1,2")
     parser.add_argument("--jobs", type=int, default=1, help="recipes trained at once (a GPU machine: 3-5)")
     parser.add_argument("--eval-args", default="", help="extra overrides for cross_dataset.py, space-separated")
     args, extra = parser.parse_known_args()
@@ -86,19 +91,20 @@ def main() -> int:
     datasets = dict(e.split("=", 1) for e in args.eval)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    names = args.recipes.split(",")
+    jobs = [(name, int(seed)) for name in args.recipes.split(",") for seed in args.seeds.split(",")]
 
-    def job(name: str) -> tuple[Path, dict | None]:
-        run = train(name, out, args.pbc, extra)
+    def job(name_seed: tuple[str, int]) -> tuple[Path, dict | None]:
+        run = train(*name_seed, out, args.pbc, extra)
         return run, evaluate(run, datasets, args.eval_args.split()) if datasets else None
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = dict(zip(names, pool.map(job, names), strict=True))
+        done = dict(zip(jobs, pool.map(job, jobs), strict=True))
     rows = []
-    for name, (run, cross) in done.items():
+    for (name, seed), (run, cross) in done.items():
         metrics = json.loads((run / "metrics.json").read_text())
         row = {
             "recipe": name,
+            "seed": seed,
             "pbc_test_accuracy": metrics["test"]["test/accuracy"],
             "pbc_test_f1_macro": metrics["test"]["test/f1_macro"],
             "fit_seconds": json.loads((run / "run.json").read_text()).get("fit_seconds"),
@@ -112,10 +118,30 @@ def main() -> int:
                 row[f"{key}_accuracy"] = r["metrics"]["accuracy"]
                 row[f"{key}_ece"] = r["metrics"]["ece"]
         rows.append(row)
+    rows = with_means(rows)
     (out / "ablation.json").write_text(json.dumps({"extra_overrides": extra, "rows": rows}, indent=1))
     write_table(rows, datasets, out / "ablation.md", extra)
     print((out / "ablation.md").read_text())
     return 0
+
+
+def with_means(rows: list[dict]) -> list[dict]:
+    """``rows`` with, after the rows of each recipe trained with several seeds, a row of their mean (numbers
+    averaged; its "seed" lists the seeds, and "n_seeds" counts them)."""
+    out = []
+    for name in dict.fromkeys(r["recipe"] for r in rows):
+        group = [r for r in rows if r["recipe"] == name]
+        out += group
+        if len(group) > 1:
+            mean = {"recipe": f"{name} (mean)", "seed": [r["seed"] for r in group], "n_seeds": len(group)}
+            for key in group[0]:
+                values = [r.get(key) for r in group]
+                if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) and key != "seed":
+                    mean[key] = sum(values) / len(values)
+                    if key.endswith("_f1_macro"):  # the seeds' spread, shown where one seed shows its interval
+                        mean[key.replace("_f1_macro", "_f1_range")] = [min(values), max(values)]
+            out.append(mean)
+    return out
 
 
 SETTINGS = [(False, False), (True, False), (False, True), (True, True)]  # (adapt_bn, tta)
@@ -135,16 +161,22 @@ def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: l
             head += [f"{name} macro-F1 {tag}".strip(), f"{name} ECE {tag}".strip()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["recipe"], f"{r['pbc_test_accuracy']:.4f}", f"{r['pbc_test_f1_macro']:.4f}"]
+        recipe = r["recipe"] if r.get("n_seeds") else f"{r['recipe']} (seed {r.get('seed', 0)})"
+        cells = [recipe, f"{r['pbc_test_accuracy']:.4f}", f"{r['pbc_test_f1_macro']:.4f}"]
         for name in datasets:
             for setting in present:
                 key = name + _suffix(*setting)
-                ci = r.get(f"{key}_f1_ci95")
-                cells.append(f"{r[f'{key}_f1_macro']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a")
+                ci, spread = r.get(f"{key}_f1_ci95"), r.get(f"{key}_f1_range")
+                f1 = r.get(f"{key}_f1_macro", float("nan"))
+                if ci:
+                    cells.append(f"{f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+                else:
+                    cells.append(f"{f1:.3f} (seeds {spread[0]:.3f} to {spread[1]:.3f})" if spread else f"{f1:.3f}")
                 cells.append(f"{r.get(f'{key}_ece', float('nan')):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     note = f"Extra overrides: `{' '.join(extra)}`." if extra else ""
-    text = "\n".join(lines + ["", *bars(rows, datasets)])
+    text = "\n".join(lines + ["", "[95 % bootstrap interval over images]; mean rows: (the range over seeds).", "",
+                             *bars(rows, datasets)])  # fmt: skip
     path.write_text(text + f"\n\nTrained on PBC only (split seed 0). {note}\n")
 
 
@@ -153,12 +185,15 @@ BARS = {"f1": 0.90, "pbc_f1": 0.985, "ece": 0.05, "minutes": 30}  # the goals of
 
 def bars(rows: list[dict], datasets: dict[str, str]) -> list[str]:
     """Per recipe and other lab: is each goal met (macro-F1 as trained and with AdaBN, ECE, PBC test macro-F1,
-    training time on the machine that ran it)?"""
+    training time on the machine that ran it)? Judged on the mean row of a recipe trained with several seeds."""
     head = ["recipe", "lab", f"macro-F1 >= {BARS['f1']}", "... with AdaBN", f"ECE < {BARS['ece']} (best setting)",
             f"PBC test macro-F1 >= {BARS['pbc_f1']}", f"training <= {BARS['minutes']} min"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mark = lambda ok, text: f"{'yes' if ok else 'no'} ({text})"  # noqa: E731
+    averaged = {r["recipe"].removesuffix(" (mean)") for r in rows if r.get("n_seeds")}
     for r in rows:
+        if r["recipe"] in averaged:  # a single seed of a recipe that has a mean row
+            continue
         minutes = (r.get("fit_seconds") or float("nan")) / 60
         for name in datasets:
             if f"{name}_f1_macro" not in r:

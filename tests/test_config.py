@@ -88,11 +88,12 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         cfg = compose_config(["experiment=pbc_robust", f"data.root={pbc_root}", *overrides], tmp_path)
         augment = instantiate(cfg.data.augment)
         model = instantiate(cfg.model, class_names=["a", "b", "c", "d"])
-        full = name == "pbc_robust"  # the experiment as it is: white balance and MixStyle
+        full = name.startswith("pbc_robust")  # the experiment as it is: white balance and MixStyle
         assert ("dyes" in name) == (augment.get("dyes") is not None), name
         assert ("mixstyle" in name or full) == bool(cfg.model.mixstyle), name
         assert ("white" in name or full) == (cfg.data.stain == "white"), name
         assert cfg.calibrate == ("shifted" if full else True), name
+        assert ("ibn" in name) == cfg.model.net.ibn, name
         assert isinstance(model, WBCClassifier)
 
 

@@ -45,9 +45,35 @@ class SimpleCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _resnet18(num_classes: int, pretrained: bool = False) -> nn.Module:
+class IBN(nn.Module):
+    """Instance-batch normalisation (IBN-Net, Pan et al., ECCV 2018): the first ``ratio`` of the channels
+    normalised per image (instance norm: each image's own contrast and colour statistics removed, whatever lab it
+    comes from), the rest by batch norm (which keeps what tells the classes apart)."""
+
+    def __init__(self, bn: nn.BatchNorm2d, ratio: float = 0.5):
+        super().__init__()
+        self.split = int(bn.num_features * ratio)
+        self.IN = nn.InstanceNorm2d(self.split, affine=True)
+        self.BN = nn.BatchNorm2d(bn.num_features - self.split)
+        with torch.no_grad():  # keep what ``bn`` learnt (ImageNet weights) in both halves' affine parameters
+            for part, sl in ((self.IN, slice(None, self.split)), (self.BN, slice(self.split, None))):
+                part.weight.copy_(bn.weight[sl])
+                part.bias.copy_(bn.bias[sl])
+            self.BN.running_mean.copy_(bn.running_mean[self.split :])
+            self.BN.running_var.copy_(bn.running_var[self.split :])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, rest = x[:, : self.split], x[:, self.split :]
+        return torch.cat((self.IN(first.contiguous()), self.BN(rest)), dim=1)
+
+
+def _resnet18(num_classes: int, pretrained: bool = False, ibn: bool = False) -> nn.Module:
     net = tvm.resnet18(weights=tvm.ResNet18_Weights.DEFAULT if pretrained else None)
     net.fc = nn.Linear(net.fc.in_features, num_classes)
+    if ibn:  # IBN-Net-a: the first normalisation of every block of layer1-3 (style lives in early features)
+        for layer in (net.layer1, net.layer2, net.layer3):
+            for block in layer:
+                block.bn1 = IBN(block.bn1)
     return net
 
 
