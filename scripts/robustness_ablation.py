@@ -8,7 +8,8 @@ Recipes: baseline (centre framing, no stain step, default augmentation), +framin
 +augment (robust), recipe (framing + augment: experiment=pbc_robust as it is), all (framing + stain + augment),
 and additions to the recipe: +white (white balance on the slide, data.stain=white), +mixstyle (MixStyle after
 resnet's layer1 and layer2), +dyes (two-dye stain augmentation, albumentations.HEStain) and their combinations;
-pbc_robust (experiment=pbc_robust as it is) and pbc_robust+ibn (with IBN-Net-a, model.net.ibn=true).
+pbc_robust (experiment=pbc_robust as it is), pbc_robust+ibn (with IBN-Net-a, model.net.ibn=true) and
+pbc_robust-mixstyle+dsu (DSU in MixStyle's place: model.mixstyle.mode=dsu).
 AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. `--seeds 0,1,2` trains
 each recipe once per seed (run folders <recipe>, <recipe>_seed1, ...) and adds a row with the seeds' mean, on which
 the goals are judged. Resumable: a run whose folder holds metrics.json is not trained again, and an evaluation that
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # augmentation, here "framing+augment"; the names keep the ablation's story (what each lever adds).
 PLAIN = ["data.stain=null", "model.mixstyle=null", "calibrate=true"]  # the first ablation's setting
 WHITE = ["data.stain=white"]  # white balance on the slide
-MIXSTYLE = ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1}"]
+MIXSTYLE = ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1, mode: mix}"]
 DYES = ["data.augment.dyes={_target_: albumentations.HEStain, method: random_preset, p: 0.5}"]
 RECIPES = {
     "baseline": [*PLAIN, "data.framing=centre", "data/augment=default"],
@@ -49,6 +50,7 @@ RECIPES = {
     "+white+mixstyle+dyes": [*PLAIN, *WHITE, *MIXSTYLE, *DYES],
     "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle with calibrate=shifted
     "pbc_robust+ibn": ["model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
+    "pbc_robust-mixstyle+dsu": ["model.mixstyle.mode=dsu"],  # DSU's drawn statistics in MixStyle's place
 }
 
 

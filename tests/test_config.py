@@ -94,6 +94,7 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         assert ("white" in name or full) == (cfg.data.stain == "white"), name
         assert cfg.calibrate == ("shifted" if full else True), name
         assert ("ibn" in name) == cfg.model.net.ibn, name
+        assert ("dsu" in name) == (cfg.model.mixstyle is not None and cfg.model.mixstyle.mode == "dsu"), name
         assert isinstance(model, WBCClassifier)
 
 

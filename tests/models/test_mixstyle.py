@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wbc.adapt import adapt_batchnorm
-from wbc.models.mixstyle import mix_styles
+from wbc.models.mixstyle import mix_styles, perturb_styles
 from wbc.models.module import WBCClassifier
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
@@ -39,9 +39,10 @@ def test_statistics_are_a_convex_mix_of_two_images():
     torch.testing.assert_close(z(y), z(x), atol=1e-3, rtol=1e-3)
 
 
-def test_active_in_training_only():
+@pytest.mark.parametrize("mode", ["mix", "dsu"])
+def test_active_in_training_only(mode):
     torch.manual_seed(0)
-    model = WBCClassifier(NET, CLASSES, mixstyle=MIX)
+    model = WBCClassifier(NET, CLASSES, mixstyle={**MIX, "mode": mode})
     plain = WBCClassifier(NET, CLASSES)
     plain.load_state_dict(model.state_dict())
     x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
@@ -52,9 +53,29 @@ def test_active_in_training_only():
         adapt_batchnorm(plain, [x.float() / 255] * 4, min_images=8)
     torch.testing.assert_close(model.state_dict(), plain.state_dict())
     model.train(), plain.train()
-    assert not torch.allclose(model(x), plain(x))  # p=1: every training batch is mixed
+    assert not torch.allclose(model(x), plain(x))  # p=1: every training batch is restyled
 
 
 def test_unknown_layer_names_the_network_layers():
     with pytest.raises(ValueError, match="layer9.*features, head"):
         WBCClassifier(NET, CLASSES, mixstyle={"layers": ["layer9"]})
+
+
+def test_dsu_draws_statistics_as_wide_as_the_batch_spread():
+    torch.manual_seed(0)
+    z = lambda t: (t - t.mean(dim=(2, 3), keepdim=True)) / t.std(dim=(2, 3), keepdim=True)  # noqa: E731
+    # images whose channels share one style: nothing to draw from, the features stay (almost) as they are
+    same = torch.randn(1, 4, 8, 8).repeat(16, 1, 1, 1)
+    torch.testing.assert_close(perturb_styles(same), same, atol=2e-2, rtol=0)
+    # styles that vary over the batch: new statistics, spread like the batch's, the content kept
+    x = torch.randn(256, 4, 8, 8) * (torch.rand(256, 4, 1, 1) + 0.5) + torch.randn(256, 4, 1, 1) * 2
+    y = perturb_styles(x)
+    mu, _ = stats(x)
+    mu_y, _ = stats(y)
+    change = mu_y - mu
+    assert change.abs().mean() > 0.5  # moved ...
+    torch.testing.assert_close(change.std(dim=0), mu.std(dim=0), atol=0.3, rtol=0.15)  # ... by about the spread
+    # the content kept (up to sign: a drawn std can be negative, as in DSU)
+    torch.testing.assert_close(z(y).abs(), z(x).abs(), atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="mode must be mix or dsu"):
+        WBCClassifier(NET, CLASSES, mixstyle={**MIX, "mode": "swap"})
