@@ -44,9 +44,7 @@ def perturb_styles(x: torch.Tensor) -> torch.Tensor:
     return (x - mu) / sigma * gamma + beta
 
 
-def add_mixstyle(
-    net: nn.Module, layers: Sequence[str], p: float = 0.5, alpha: float = 0.1, mode: str = "mix"
-) -> None:
+def add_mixstyle(net: nn.Module, layers: Sequence[str], p: float = 0.5, alpha: float = 0.1, mode: str = "mix") -> None:
     """Hook MixStyle (``mode="mix"``) or DSU (``"dsu"``; ``alpha`` unused) onto the outputs of ``layers``
     (names of ``net``'s submodules, e.g. resnet's layer1)."""
     if mode not in ("mix", "dsu"):
