@@ -28,7 +28,10 @@ def train(tmp_path, run_dir, *overrides, check=True):
     cmd = [sys.executable, "train.py", *overrides]
     if run_dir is not None:
         cmd.append(f"hydra.run.dir={run_dir}")
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    # Ctrl-C reaches a run started from a terminal; a shell without job control starts background commands with
+    # SIGINT ignored, and the child would inherit that: give it the terminal's default, whatever started pytest
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -41,7 +41,8 @@ class ExportedClassifier(nn.Module):
         self.register_buffer("temperature", model.temperature.clone())
         self.scale = pre.lr_scale
         self.sr = restorer.model if (pre.lr_scale > 1 and restorer.model is not None) else None
-        self.mode = {"none": "bilinear", "bicubic": "bicubic"}.get(restorer.method, "bilinear")
+        # a native SR stage (pre.enlarger, no restorer) enlarges crops before S: outside the graph, like framing
+        self.mode = {"none": "bilinear", "bicubic": "bicubic"}.get(getattr(restorer, "method", "none"), "bilinear")
         self.input_size = pre.image_size // pre.lr_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +62,13 @@ def export(predictor: Predictor, path: str | Path, fmt: str = "onnx", check_batc
     path.parent.mkdir(parents=True, exist_ok=True)
     module = ExportedClassifier(predictor).cpu().eval()
     steps = predictor.preprocessor.describe()
+    if predictor.preprocessor.enlarger is not None:
+        log.warning(
+            "the native SR stage (%s, enlarging crops smaller than %d px) is not in the exported graph: feed it "
+            "references that wbc.data.pipeline.Preprocessor.reference made",
+            predictor.preprocessor.enlarger.name,
+            predictor.preprocessor.image_size,
+        )
     if steps["framing"] != "centre" or steps["stain"]:
         log.warning(
             "the exported model starts after framing (%s) and stain normalisation (%s): feed it crops that "

@@ -208,8 +208,12 @@ def run(cfg: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint)
+        if cfg.get("enlarger"):  # crops smaller than S enlarged this way (wbc.sr.native), not the checkpoint's way
+            from wbc.sr.native import load_enlarger
+
+            predictor.preprocessor.enlarger = load_enlarger(cfg.enlarger, cfg.device)
         files, root = list_inputs(cfg.input)
-    except (CheckpointError, FileNotFoundError) as err:
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
     if not files:

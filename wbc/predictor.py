@@ -86,7 +86,7 @@ class Predictor:
         pre = hparams["preprocessing"]
         sr_state = ckpt.get("sr_stage") or {**pre["sr"], "scale": pre["lr_scale"]}
         restorer = SuperResolver.from_state(sr_state, device=device)
-        if pre["lr_scale"] > 1 and not restorer.ready:
+        if (pre["lr_scale"] > 1 or restorer.native) and not restorer.ready:
             raise CheckpointError(f"{path}: sr={restorer.method} needs SR weights, which the checkpoint lacks")
         return cls(model, Preprocessor.from_description(pre, restorer), device)
 

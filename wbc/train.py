@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "tags": list(cfg.get("tags") or []),
         "choices": identity["choices"],
     }
-    if cfg.data.lr_scale == 1 and cfg.sr.method != "none":
+    if cfg.data.lr_scale == 1 and cfg.sr.method != "none" and not cfg.sr.get("native"):
         # Only with data.lr_scale=1 given explicitly (auto gives an SR method f=sr_study_scale): at f=1 there is
         # nothing to super-resolve and this run would repeat the sr=none reference. A sweep over sr x lr_scale
         # includes such points; skip them instead of spending a training run on a duplicate.
@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         preprocessing={
             "image_size": cfg.data.image_size,
             "lr_scale": cfg.data.lr_scale,
-            "sr": {k: sr_state[k] for k in ("method", "scale", "backend", "arch")},
+            "sr": {k: sr_state[k] for k in ("method", "scale", "backend", "arch", "native")},
             **datamodule.preprocessor.describe(),
             "train_um_per_px": datamodule.um_per_px,
         },

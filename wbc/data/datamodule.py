@@ -32,6 +32,7 @@ from wbc.data.pipeline import DataSource, Preprocessor
 from wbc.data.samples import Sample
 from wbc.data.split import SPLITS, assign_splits
 from wbc.data.stain import build_stain
+from wbc.sr.native import NativeEnlarger
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,14 @@ class WBCDataModule(L.LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.decode_threads = decode_threads
-        self.preprocessor = Preprocessor(image_size, lr_scale, restorer, Framing(framing, field_um), build_stain(stain))
+        native = NativeEnlarger(restorer) if getattr(restorer, "native", False) else None
+        self.preprocessor = Preprocessor(
+            image_size, lr_scale, restorer, Framing(framing, field_um), build_stain(stain), enlarger=native
+        )
         self.um_per_px: float | None = getattr(source, "um_per_px", None)  # scale framing: given, or measured
         self.framing_used: dict[str, str] = {}  # content key -> framing applied (after fallbacks)
         self.framing_notes: dict[str, str] = {}  # content key -> why it differs from data.framing
+        self.small_crops: set[str] = set()  # content keys framed at fewer pixels than S (native SR enlarges them)
         self.samples: dict[str, list[Sample]] = {}
         self.excluded: list[tuple[Sample, str]] = []
         self.unreadable: list[tuple[Sample, str]] = []
@@ -144,8 +149,12 @@ class WBCDataModule(L.LightningDataModule):
             for path, note in notes[:20]:
                 log.warning("  %s: %s", path, note)
         train_rows = [row[s.key] for s in self.samples["train"]]
+        if self.preprocessor.enlarger is not None:  # native SR: trained on the references as framed, then used
+            self._prepare_restorer(references, train_rows)
+            references = self._enlarged(references, keys, [first_sample[k] for k in keys])
         references = self._normalised(references, train_rows)
-        self._prepare_restorer(references, train_rows)
+        if self.preprocessor.enlarger is None:
+            self._prepare_restorer(references, train_rows)
         images = self._restored(references, keys)
         for split in SPLITS:
             samples = self.samples[split]
@@ -183,19 +192,25 @@ class WBCDataModule(L.LightningDataModule):
                     log.info(
                         "framing=scale: %.4f um per pixel, measured on the training images' red cells", self.um_per_px
                     )
-        token = digest(PIPELINE_VERSION, self.source.cache_token(), size, pre.framing.token(), self.um_per_px, keys)
+        native = [pre.reference_token()] if pre.enlarger is not None else []  # no change to keys without it
+        token = digest(
+            PIPELINE_VERSION, self.source.cache_token(), size, pre.framing.token(), self.um_per_px, keys, *native
+        )
 
         def compute():
             out = np.zeros((len(keys), size, size, 3), dtype=np.uint8)
             failed: dict[str, str] = {}
             used: dict[str, str] = {}
             notes: dict[str, str] = {}
+            small: list[str] = []  # framed at fewer pixels than S: what a native SR stage enlarges
 
             def work(i: int) -> None:
                 try:
                     image = self.source.load(samples[i], min_size=pre.decode_min_size)
                     out[i], framed = pre.frame(image, self.um_per_px, locations[i])
                     used[keys[i]] = framed.used
+                    if min(framed.image.shape[:2]) < size:
+                        small.append(keys[i])
                     if framed.note:
                         notes[keys[i]] = framed.note
                 except ImageReadError as err:
@@ -206,9 +221,11 @@ class WBCDataModule(L.LightningDataModule):
             log.info("decoding and framing (%s) %d images at %d px (cached)", pre.framing.method, len(keys), size)
             with ThreadPoolExecutor(max(1, self.decode_threads)) as pool:
                 list(pool.map(work, range(len(keys))))
-            return out, {"keys": keys, "failed": failed, "framing_used": used, "framing_notes": notes}
+            meta = {"keys": keys, "failed": failed, "framing_used": used, "framing_notes": notes, "small": small}
+            return out, meta
 
         array, meta = cached_array(self._cache_path("ref", token), compute)
+        self.small_crops = set(meta.get("small", []))
         self.framing_used = meta.get("framing_used", {})
         self.framing_notes = meta.get("framing_notes", {})
         return array, meta["failed"]
@@ -247,6 +264,31 @@ class WBCDataModule(L.LightningDataModule):
             for t in np.asarray(table)
         ]
 
+    def _enlarged(self, references: np.ndarray, keys: list[str], samples: list[Sample]) -> np.ndarray:
+        """The references with every crop smaller than S framed again and enlarged by the native SR stage (now
+        trained); unchanged when no crop is smaller than S."""
+        pre = self.preprocessor
+        rows = [i for i, k in enumerate(keys) if k in self.small_crops]
+        if not rows or not pre.enlarger.ready:
+            return references
+        token = digest(PIPELINE_VERSION, self.source.cache_token(), keys, pre.framing.token(), self.um_per_px,
+                       pre.image_size, pre.reference_token())  # fmt: skip
+        locations = self._locations(keys, samples) if pre.framing.method == "scale" else [None] * len(keys)
+
+        def compute():
+            out = np.array(references)
+            log.info(
+                "native SR (%s): enlarging %d crops smaller than %d px", pre.enlarger.name, len(rows), pre.image_size
+            )
+            for i in rows:
+                try:
+                    out[i] = pre.frame(self.source.load(samples[i]), self.um_per_px, locations[i])[0]
+                except Exception as err:  # read once already: keep its plain reference rather than stop the run
+                    log.warning("native SR: %s kept its plain resize (%s)", samples[i].path, err)
+            return out, {"enlarged": [keys[i] for i in rows]}
+
+        return cached_array(self._cache_path("native", token), compute)[0]
+
     def _normalised(self, references: np.ndarray, train_rows: list[int]) -> np.ndarray:
         """Stain-normalised references; the normaliser is fitted on the training split's references."""
         stain = self.preprocessor.stain
@@ -260,7 +302,8 @@ class WBCDataModule(L.LightningDataModule):
     def _prepare_restorer(self, references: np.ndarray, train_rows: list[int]) -> None:
         """Let a trainable SR stage fit itself on the training split's references (and nothing else)."""
         restorer = self.preprocessor.restorer
-        if self.preprocessor.lr_scale > 1 and hasattr(restorer, "prepare"):
+        native = self.preprocessor.enlarger is not None  # trained on the references before stain normalisation
+        if (self.preprocessor.lr_scale > 1 or native) and hasattr(restorer, "prepare"):
             rows = np.array(sorted(set(train_rows)))
             restorer.prepare(
                 lambda: np.asarray(references[rows]),
@@ -269,7 +312,7 @@ class WBCDataModule(L.LightningDataModule):
                     self.preprocessor.image_size,
                     self.preprocessor.framing.token(),
                     self.um_per_px,
-                    None if self.preprocessor.stain is None else self.preprocessor.stain.token(),
+                    None if self.preprocessor.stain is None or native else self.preprocessor.stain.token(),
                     self.split_fractions,
                     self.split_seed,
                     len(rows),

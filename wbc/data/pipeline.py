@@ -1,6 +1,7 @@
 """The deterministic part of the image pipeline, one function for training, evaluation and prediction.
 
-    decoded RGB image -> frame the cell (data.framing), resize to S (the reference)
+    decoded RGB image -> frame the cell (data.framing), resize to S (the reference; a crop smaller than S is
+                         enlarged by the native SR stage when there is one, wbc.sr.native)
                       -> [stain normalisation, fitted on the training split]
                       -> reduce by f (antialiased: the simulated coarser camera)
                       -> SR stage x f, or the plain resize of sr=none, back to S
@@ -20,6 +21,7 @@ from wbc.data.framing import CellLocation, Framed, Framing
 from wbc.data.samples import Sample
 from wbc.data.stain import ReinhardNormaliser, WhiteBalance, build_stain
 from wbc.resize import reduce, resize_to
+from wbc.sr.native import NativeEnlarger
 
 
 def is_grey(image: np.ndarray, tolerance: int = 6) -> bool:
@@ -72,6 +74,7 @@ class Preprocessor:
         restorer: Restorer | None = None,
         framing: Framing | None = None,
         stain: WhiteBalance | ReinhardNormaliser | None = None,
+        enlarger: NativeEnlarger | None = None,
     ):
         if image_size % lr_scale:
             raise ValueError(f"data.image_size={image_size} must be divisible by data.lr_scale={lr_scale}")
@@ -84,6 +87,7 @@ class Preprocessor:
         self.restorer = restorer
         self.framing = framing or Framing()
         self.stain = stain
+        self.enlarger = enlarger
 
     @property
     def decode_min_size(self) -> int | None:
@@ -97,6 +101,8 @@ class Preprocessor:
         """The S x S high-resolution reference of one decoded image (framed, not yet stain-normalised), and how
         it was framed. Training, evaluation and prediction all make their references here."""
         framed = self.framing(image, um_per_px, location)
+        if self.enlarger is not None and self.enlarger.ready:
+            return self.enlarger(framed.image, self.image_size), framed
         return resize_to(framed.image, self.image_size), framed
 
     def reference(
@@ -139,6 +145,10 @@ class Preprocessor:
         """Decoded images of any size -> (N, S, S, 3) uint8 batch for the classifier."""
         return self.restore(self.normalise(np.stack([self.reference(im, um_per_px) for im in images])))
 
+    def reference_token(self) -> str:
+        """What the native enlarger adds to the references' cache key ('' without one, as before it existed)."""
+        return "" if self.enlarger is None or not self.enlarger.ready else self.enlarger.cache_token()
+
     def cache_token(self) -> str:
         """Changes whenever the output of :meth:`restore` applied to :meth:`normalise` could change."""
         sr = self.restorer.cache_token() if self.lr_scale > 1 else "identity"
@@ -148,14 +158,17 @@ class Preprocessor:
     @classmethod
     def from_description(cls, preprocessing: dict, restorer: Restorer | None = None) -> Preprocessor:
         """Rebuild the pipeline a checkpoint records (``preprocessing`` hyperparameters; older checkpoints
-        without framing or stain entries used centre framing and no stain step)."""
+        without framing or stain entries used centre framing and no stain step). A native SR stage
+        (``restorer.native``) becomes the enlarger of crops smaller than S."""
         stain = preprocessing.get("stain") or {}
+        native = getattr(restorer, "native", False)
         return cls(
             preprocessing["image_size"],
             preprocessing["lr_scale"],
-            restorer,
+            None if native else restorer,
             Framing(preprocessing.get("framing", "centre"), preprocessing.get("field_um", Framing.field_um)),
             build_stain(stain.get("method"), stain.get("target")),
+            NativeEnlarger(restorer) if native else None,
         )
 
     def describe(self) -> dict:

@@ -47,7 +47,21 @@ class SuperResolver:
         train: Mapping[str, Any] | None = None,
         device: str = "auto",
         batch_size: int = 64,
+        native: bool = False,
+        native_scale: int = 2,
     ):
+        """``native``: the stage enlarges framed crops smaller than S (:mod:`wbc.sr.native`) at ``native_scale``
+        instead of restoring images reduced by ``scale`` (data.lr_scale, which must then be 1)."""
+        if native:
+            if int(scale) != 1:
+                raise ValueError(
+                    f"sr.native=true enlarges crops smaller than S; it does not combine with data.lr_scale={scale} "
+                    "(the simulated coarser camera): use one or the other"
+                )
+            scale = native_scale
+            if int(scale) < 2:
+                raise ValueError(f"sr.native_scale must be an integer >= 2, got {native_scale}")
+        self.native = bool(native)
         self.interpolation = get_method(method).interpolation  # plain methods: bilinear or bicubic; else None
         if backend not in ("torch", "opencv"):
             raise ValueError(f"sr.backend must be torch or opencv, got {backend!r}")
@@ -167,7 +181,13 @@ class SuperResolver:
                 self.train_cfg.steps,
             )
             stats = train_sr(self.model, hr, self.scale, self.train_cfg, device=self.device, log=log.info, task=task)
-            payload = {"state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()}, "stats": stats}
+            payload = {
+                "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()},
+                "stats": stats,
+                "method": self.method,  # so that the file alone rebuilds the model (wbc.sr.native.load_enlarger)
+                "scale": self.scale,
+                "arch": self.arch,
+            }
             if path is not None:
                 atomic_write(path, lambda f: torch.save(payload, f))
                 log.info("sr weights stored: %s", path)
@@ -194,7 +214,13 @@ class SuperResolver:
     # -- checkpoint round trip --------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild this stage without its files (stored inside classifier checkpoints)."""
-        state: dict[str, Any] = {"method": self.method, "scale": self.scale, "backend": self.backend, "arch": self.arch}
+        state: dict[str, Any] = {
+            "method": self.method,
+            "scale": self.scale,
+            "backend": self.backend,
+            "arch": self.arch,
+            "native": self.native,
+        }
         if self.model is not None and self.ready:
             state["state_dict"] = {k: v.cpu() for k, v in self.model.state_dict().items()}
         if self.opencv is not None:
@@ -214,8 +240,10 @@ class SuperResolver:
             folder = Path(tempfile.mkdtemp(prefix="wbc-sr-"))
             path = folder / state.get("opencv_name", f"{state['method']}_x{state['scale']}.pb")
             path.write_bytes(state["opencv_model"])
-            return cls(backend="opencv", weights=path, **common)
-        resolver = cls(backend=state.get("backend", "torch"), **common)
+            resolver = cls(backend="opencv", weights=path, **common)
+        else:
+            resolver = cls(backend=state.get("backend", "torch"), **common)
         if "state_dict" in state:
             resolver._load(state, "checkpoint")
+        resolver.native = bool(state.get("native", False))
         return resolver

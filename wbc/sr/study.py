@@ -74,7 +74,10 @@ def auto_lr_scale(cfg: DictConfig) -> tuple[int, str]:
             "they compare",
         ),
         "reference": (1, "sr=none: the high-resolution reference"),
+        "native": (1, f"sr={method} sr.native=true: SR enlarges the crops smaller than S; no simulated coarser camera"),
     }
+    if cfg.sr.get("native"):
+        return reasons["native"]
     case = "method" if method != "none" else "sweep" if sweeps_sr() else "reference"
     if cfg.get("resume"):
         # a resumed run is a single run: keep the factor its folder recorded (a multirun job's sr=none ran at the
