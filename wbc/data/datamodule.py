@@ -8,7 +8,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,8 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from wbc.cache import cached_array, digest
-from wbc.data.decode import ImageReadError
 from wbc.data.framing import (
     DEFAULT_FIELD_UM,
-    LOCATOR_VERSION,
     CellLocation,
     Framing,
     locate_cell,
@@ -29,6 +26,7 @@ from wbc.data.framing import (
 )
 from wbc.data.loaders import ArrayDataset, EpochSampler, ShardSampler, build_augmentation
 from wbc.data.pipeline import DataSource, Preprocessor
+from wbc.data.references import PIPELINE_VERSION, ReferenceBuilder
 from wbc.data.samples import Sample
 from wbc.data.split import SPLITS, assign_splits
 from wbc.data.stain import build_stain
@@ -37,7 +35,6 @@ from wbc.sr.native import NativeEnlarger
 log = logging.getLogger(__name__)
 
 CALIBRATION_SEED = 1_000_003  # augmentation seeds of the shifted calibration copy: i + this, for image i
-PIPELINE_VERSION = 3  # bump when the deterministic pipeline's output changes for the same inputs
 
 
 class WBCDataModule(L.LightningDataModule):
@@ -151,7 +148,7 @@ class WBCDataModule(L.LightningDataModule):
         train_rows = [row[s.key] for s in self.samples["train"]]
         if self.preprocessor.enlarger is not None:  # native SR: trained on the references as framed, then used
             self._prepare_restorer(references, train_rows)
-            references = self._enlarged(references, keys, [first_sample[k] for k in keys])
+            references = self._builder.enlarged(references, self.small_crops, self.um_per_px, self._locations)
         references = self._normalised(references, train_rows)
         if self.preprocessor.enlarger is None:
             self._prepare_restorer(references, train_rows)
@@ -178,13 +175,13 @@ class WBCDataModule(L.LightningDataModule):
         read. Scale framing first measures the source's pixel size on the training images' red cells (unless
         the source states it)."""
         pre = self.preprocessor
-        size = pre.image_size
-        locations: list[CellLocation | None] = [None] * len(keys)
+        builder = ReferenceBuilder(self.source, pre, keys, samples, self.cache_dir, self.decode_threads)
+        self._locations: list[CellLocation | None] = [None] * len(keys)
         if pre.framing.method == "scale":
-            locations = self._locations(keys, samples)
+            self._locations = builder.locations()
             if self.um_per_px is None:
                 self.um_per_px = measure_um_per_px(
-                    [loc.rbc_diameter for k, loc in zip(keys, locations, strict=True) if k in train_keys and loc]
+                    [loc.rbc_diameter for k, loc in zip(keys, self._locations, strict=True) if k in train_keys and loc]
                 )
                 if self.um_per_px is None:
                     log.warning("framing=scale: too few red cells measurable in the training images; cell framing")
@@ -192,102 +189,12 @@ class WBCDataModule(L.LightningDataModule):
                     log.info(
                         "framing=scale: %.4f um per pixel, measured on the training images' red cells", self.um_per_px
                     )
-        native = [pre.reference_token()] if pre.enlarger is not None else []  # no change to keys without it
-        token = digest(
-            PIPELINE_VERSION, self.source.cache_token(), size, pre.framing.token(), self.um_per_px, keys, *native
-        )
-
-        def compute():
-            out = np.zeros((len(keys), size, size, 3), dtype=np.uint8)
-            failed: dict[str, str] = {}
-            used: dict[str, str] = {}
-            notes: dict[str, str] = {}
-            small: list[str] = []  # framed at fewer pixels than S: what a native SR stage enlarges
-
-            def work(i: int) -> None:
-                try:
-                    image = self.source.load(samples[i], min_size=pre.decode_min_size)
-                    out[i], framed = pre.frame(image, self.um_per_px, locations[i])
-                    used[keys[i]] = framed.used
-                    if min(framed.image.shape[:2]) < size:
-                        small.append(keys[i])
-                    if framed.note:
-                        notes[keys[i]] = framed.note
-                except ImageReadError as err:
-                    failed[keys[i]] = err.problem
-                except Exception as err:  # one bad image never stops a run
-                    failed[keys[i]] = f"{type(err).__name__}: {err}"
-
-            log.info("decoding and framing (%s) %d images at %d px (cached)", pre.framing.method, len(keys), size)
-            with ThreadPoolExecutor(max(1, self.decode_threads)) as pool:
-                list(pool.map(work, range(len(keys))))
-            meta = {"keys": keys, "failed": failed, "framing_used": used, "framing_notes": notes, "small": small}
-            return out, meta
-
-        array, meta = cached_array(self._cache_path("ref", token), compute)
+        array, meta = builder.references(self.um_per_px, self._locations)
+        self._builder = builder
         self.small_crops = set(meta.get("small", []))
         self.framing_used = meta.get("framing_used", {})
         self.framing_notes = meta.get("framing_notes", {})
         return array, meta["failed"]
-
-    def _locations(self, keys: list[str], samples: list[Sample]) -> list[CellLocation | None]:
-        """Where the white cell and the red cells are in each image (cached; None for an unreadable file)."""
-        token = digest(PIPELINE_VERSION, LOCATOR_VERSION, self.source.cache_token(), keys)
-
-        def compute():
-            table = np.full((len(keys), 8), np.nan)
-
-            def work(i: int) -> None:
-                try:
-                    loc = locate_cell(self.source.load(samples[i]))
-                except Exception:  # reported when the image is read again for its reference
-                    return
-                rbc = np.nan if loc.rbc_diameter is None else loc.rbc_diameter
-                table[i] = (loc.found, *loc.centre, loc.cell_diameter, rbc, *loc.background)
-
-            log.info("locating the cells of %d images (cached)", len(keys))
-            with ThreadPoolExecutor(max(1, self.decode_threads)) as pool:
-                list(pool.map(work, range(len(keys))))
-            return table, {"columns": ["found", "x", "y", "cell_diameter", "rbc_diameter", "r", "g", "b"]}
-
-        table = cached_array(self._cache_path("loc", token), compute)[0]
-        return [
-            None
-            if np.isnan(t[0])
-            else CellLocation(
-                found=bool(t[0]),
-                centre=(float(t[1]), float(t[2])),
-                cell_diameter=float(t[3]),
-                rbc_diameter=None if np.isnan(t[4]) else float(t[4]),
-                background=(int(t[5]), int(t[6]), int(t[7])),
-            )
-            for t in np.asarray(table)
-        ]
-
-    def _enlarged(self, references: np.ndarray, keys: list[str], samples: list[Sample]) -> np.ndarray:
-        """The references with every crop smaller than S framed again and enlarged by the native SR stage (now
-        trained); unchanged when no crop is smaller than S."""
-        pre = self.preprocessor
-        rows = [i for i, k in enumerate(keys) if k in self.small_crops]
-        if not rows or not pre.enlarger.ready:
-            return references
-        token = digest(PIPELINE_VERSION, self.source.cache_token(), keys, pre.framing.token(), self.um_per_px,
-                       pre.image_size, pre.reference_token())  # fmt: skip
-        locations = self._locations(keys, samples) if pre.framing.method == "scale" else [None] * len(keys)
-
-        def compute():
-            out = np.array(references)
-            log.info(
-                "native SR (%s): enlarging %d crops smaller than %d px", pre.enlarger.name, len(rows), pre.image_size
-            )
-            for i in rows:
-                try:
-                    out[i] = pre.frame(self.source.load(samples[i]), self.um_per_px, locations[i])[0]
-                except Exception as err:  # read once already: keep its plain reference rather than stop the run
-                    log.warning("native SR: %s kept its plain resize (%s)", samples[i].path, err)
-            return out, {"enlarged": [keys[i] for i in rows]}
-
-        return cached_array(self._cache_path("native", token), compute)[0]
 
     def _normalised(self, references: np.ndarray, train_rows: list[int]) -> np.ndarray:
         """Stain-normalised references; the normaliser is fitted on the training split's references."""
