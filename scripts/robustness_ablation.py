@@ -51,6 +51,7 @@ RECIPES = {
     "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle with calibrate=shifted
     "pbc_robust+ibn": ["model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
     "pbc_robust-mixstyle+dsu": ["model.mixstyle.mode=dsu"],  # DSU's drawn statistics in MixStyle's place
+    "pbc_robust+ema": ["callbacks=ema"],  # + a moving average of the weights (flatter minima)
 }
 
 

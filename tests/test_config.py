@@ -95,6 +95,8 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         assert cfg.calibrate == ("shifted" if full else True), name
         assert ("ibn" in name) == cfg.model.net.ibn, name
         assert ("dsu" in name) == (cfg.model.mixstyle is not None and cfg.model.mixstyle.mode == "dsu"), name
+        assert ("ema" in name) == ("weight_averaging" in cfg.callbacks), name
+        assert cfg.callbacks.early_stopping is None or not full, name  # fixed epochs in every pbc_robust recipe
         assert isinstance(model, WBCClassifier)
 
 

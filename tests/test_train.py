@@ -309,3 +309,24 @@ def test_gpu_check_script_writes_its_report(tmp_path):
     bad = subprocess.run([*cmd[:-4], "--steps", "nope", "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "unknown step 'nope'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_ema_callbacks_average_the_weights_that_are_checkpointed_and_predicted(tmp_path):
+    """callbacks=ema: best.ckpt holds the moving average (the raw weights beside it, for resuming), and a
+    Predictor built from it uses the average."""
+    from tests.helpers import compose_config
+    from wbc.predictor import Predictor
+    from wbc.train import run
+
+    cfg = compose_config([*TINY, "callbacks=ema", "logger=none", "callbacks.weight_averaging.multi_avg_fn.decay=0.9"],
+                         tmp_path)  # fmt: skip
+    run(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    average, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    weights = [k for k, v in average.items() if v.is_floating_point() and "weight" in k]
+    assert weights and any(not torch.equal(average[k], raw[k]) for k in weights)
+    predictor = Predictor.from_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt", "cpu")
+    for k, v in predictor.model.state_dict().items():
+        if k in average:
+            torch.testing.assert_close(v.cpu(), average[k])
