@@ -116,3 +116,6 @@ def test_cross_dataset_command_refuses_a_missing_folder(labelled, tmp_path):
         }
     )
     assert run(cfg) == 2
+    cfg.datasets = {"mine": str(tmp_path)}
+    cfg.enlarger = str(tmp_path / "no-such-weights.pt")  # a bad enlarger: refused before any folder is read
+    assert run(cfg) == 2

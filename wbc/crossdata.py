@@ -111,7 +111,11 @@ def run(cfg: Any) -> int:
     out = Path(cfg.output_dir)
     try:
         predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint)
-    except CheckpointError as err:
+        if cfg.get("enlarger"):  # crops smaller than S enlarged this way (wbc.sr.native), not the checkpoint's way
+            from wbc.sr.native import load_enlarger
+
+            predictor.preprocessor.enlarger = load_enlarger(cfg.enlarger, cfg.device)
+    except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
     class_map = None if cfg.class_map is None else dict(cfg.class_map)
