@@ -14,7 +14,7 @@ from wbc.data.framing import Framing
 from wbc.data.pipeline import Preprocessor
 from wbc.resize import resize_to, upscale
 from wbc.sr.native import NativeEnlarger, load_enlarger
-from wbc.sr.native_study import add_verdicts, write_report
+from wbc.sr.native_study import DEFAULT_ENLARGERS, add_verdicts, write_report
 from wbc.sr.stage import SuperResolver
 
 
@@ -156,6 +156,20 @@ def predict_small_images_with_another_enlarger(ckpt, tmp_path):
     assert len(rows) == 4 and all("cell" in r for r in rows[1:])
     cfg.enlarger = str(tmp_path / "no-such.pt")
     assert predict(cfg) == 2
+
+
+def test_native_sr_config_takes_any_set_of_enlargers():
+    """The documented command line composes: a dict of enlargers replaces the default (null), in its order."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        given = ["ckpt_paths=[a.ckpt]", "datasets={lisc: somewhere}"]
+        cfg = compose("native_sr", overrides=[*given, "enlargers={resize: none, espcn: w.pt, edsr: e.pt}"])
+        default = compose("native_sr", overrides=given)
+    assert list(cfg.enlargers) == ["resize", "espcn", "edsr"] and cfg.enlargers.espcn == "w.pt"
+    assert default.enlargers is None and list(DEFAULT_ENLARGERS) == ["resize", "bicubic"]
 
 
 def test_report_verdicts_are_holm_corrected_over_the_report(tmp_path):

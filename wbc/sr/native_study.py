@@ -25,6 +25,8 @@ from wbc.stats import holm, paired_comparison, verdict
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ENLARGERS = {"resize": "none", "bicubic": "bicubic"}  # the first of a report is its baseline
+
 
 def predict_with(
     predictor: Predictor,
@@ -175,7 +177,8 @@ def run(cfg: Any) -> int:
     paths = [cfg.ckpt_paths] if isinstance(cfg.ckpt_paths, str) else list(cfg.ckpt_paths)
     try:
         predictors = [Predictor.from_checkpoint(p, cfg.device, trust=cfg.trust_checkpoint) for p in paths]
-        enlargers = {name: load_enlarger(spec, cfg.device) for name, spec in dict(cfg.enlargers).items()}
+        specs = dict(cfg.enlargers) if cfg.enlargers else dict(DEFAULT_ENLARGERS)
+        enlargers = {name: load_enlarger(spec, cfg.device) for name, spec in specs.items()}
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -195,6 +198,6 @@ def run(cfg: Any) -> int:
             r["name"] = name
             results.append(r)
     add_verdicts(results)
-    write_json(out / "native_sr.json", {"checkpoints": paths, "enlargers": dict(cfg.enlargers), "results": results})
+    write_json(out / "native_sr.json", {"checkpoints": paths, "enlargers": specs, "results": results})
     print(write_report(results, out, f"Native SR: {len(paths)} classifier(s), enlargers {', '.join(enlargers)}"))
     return 0
