@@ -94,3 +94,15 @@ def test_pickle_round_trip(espcn_x4):
 def test_other_scales(sr_models_dir, scale):
     sr = OpenCVSuperResolver(sr_models_dir / f"ESPCN_x{scale}.pb", scale=scale)
     assert sr(smooth_batch(1, 12)).shape == (1, 12 * scale, 12 * scale, 3)
+
+
+def test_threads_get_the_same_output_as_one_thread(espcn_x4):
+    """Prediction preprocesses in threads: one shared cv2 Net upsampling from several threads corrupted every
+    image (all 16 differed); each thread now has its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [smooth_batch(1, 40, seed=i)[0] for i in range(12)]
+    alone = [espcn_x4(im) for im in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(espcn_x4, images))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))

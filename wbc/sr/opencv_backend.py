@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -68,27 +69,29 @@ class OpenCVSuperResolver:
         self.model_path = path
         self.scale = int(scale)
         self.name = name
-        self._sr: Any = None
-        self._pid: int | None = None
+        self._local = threading.local()
         self._impl()  # load once now so that a broken file fails here, not in the first batch
 
     def _impl(self) -> Any:
-        # Recreate after unpickling or after a fork (the pid changes): a cv2 Net must not cross processes.
-        if self._sr is None or self._pid != os.getpid():
+        # One cv2 object per thread and process: a cv2 Net must not cross processes (recreated after unpickling
+        # or a fork, when the pid changes), and two threads upsampling with one Net corrupt each other's output
+        # (prediction decodes and preprocesses in threads).
+        local = self._local
+        if getattr(local, "sr", None) is None or local.pid != os.getpid():
             sr = cv2.dnn_superres.DnnSuperResImpl_create()
             sr.readModel(str(self.model_path))
             sr.setModel(self.name, self.scale)
-            self._sr, self._pid = sr, os.getpid()
-        return self._sr
+            local.sr, local.pid = sr, os.getpid()
+        return local.sr
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_sr"] = None
-        state["_pid"] = None
+        del state["_local"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         cls = type(self).__name__
