@@ -207,11 +207,9 @@ def run(cfg: Any) -> int:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint)
-        if cfg.get("enlarger"):  # crops smaller than S enlarged this way (wbc.sr.native), not the checkpoint's way
-            from wbc.sr.native import load_enlarger
-
-            predictor.preprocessor.enlarger = load_enlarger(cfg.enlarger, cfg.device)
+        predictor = Predictor.from_checkpoint(
+            cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint, enlarger=cfg.get("enlarger")
+        )
         files, root = list_inputs(cfg.input)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)

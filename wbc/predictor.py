@@ -73,7 +73,11 @@ class Predictor:
         self.device = device
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", trust: bool = False) -> Predictor:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str = "auto", trust: bool = False, enlarger: str | None = None
+    ) -> Predictor:
+        """The checkpoint's network and preprocessing; ``enlarger`` (none, bicubic, SR weights .pt/.pb) replaces its
+        way of enlarging crops smaller than S (wbc.sr.native)."""
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         ckpt = load_checkpoint(path, trust)
         hparams = dict(ckpt["hyper_parameters"])
@@ -88,7 +92,12 @@ class Predictor:
         restorer = SuperResolver.from_state(sr_state, device=device)
         if (pre["lr_scale"] > 1 or restorer.native) and not restorer.ready:
             raise CheckpointError(f"{path}: sr={restorer.method} needs SR weights, which the checkpoint lacks")
-        return cls(model, Preprocessor.from_description(pre, restorer), device)
+        preprocessor = Preprocessor.from_description(pre, restorer)
+        if enlarger:
+            from wbc.sr.native import load_enlarger
+
+            preprocessor.enlarger = load_enlarger(enlarger, device)
+        return cls(model, preprocessor, device)
 
     @torch.no_grad()
     def probabilities(self, images: np.ndarray, tta: bool = False) -> torch.Tensor:
