@@ -319,7 +319,7 @@ def test_ema_callbacks_average_the_weights_that_are_checkpointed_and_predicted(t
     from wbc.predictor import Predictor
     from wbc.train import run
 
-    cfg = compose_config([*TINY, "callbacks=ema", "logger=none", "callbacks.weight_averaging.multi_avg_fn.decay=0.9"],
+    cfg = compose_config([*TINY, "callbacks=ema", "logger=none", "callbacks.weight_averaging.decay=0.9"],
                          tmp_path)  # fmt: skip
     run(cfg)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
