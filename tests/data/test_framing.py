@@ -189,3 +189,15 @@ def test_real_images_are_located_and_measured(dataset, expected_um):
     assert central >= 0.9 * len(sample)
     um = measure_um_per_px([loc.rbc_diameter for loc in locations])
     assert um == pytest.approx(expected_um, rel=0.2)
+
+
+@pytest.mark.parametrize(("coloured", "grey"), [(0, True), (100, True), (101, False), (5000, False)])
+def test_is_grey_allows_one_percent_of_coloured_pixels(coloured: int, grey: bool) -> None:
+    """A 100 x 100 image whose channels differ by the tolerance (6 levels) everywhere except ``coloured`` pixels
+    (7 levels): grey while at most 1 % of its pixels carry colour."""
+    from wbc.data.pipeline import is_grey
+
+    image = np.full((100, 100, 3), 120, np.uint8)
+    image[..., 2] = 126
+    image.reshape(-1, 3)[:coloured, 2] = 127
+    assert is_grey(image) is grey

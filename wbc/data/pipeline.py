@@ -29,8 +29,9 @@ def is_grey(image: np.ndarray, tolerance: int = 6) -> bool:
     99 % of the pixels. Stained smears are colourful; a grey-scale copy has lost the stain's information."""
     step = max(1, image.shape[0] * image.shape[1] // 65536)  # a sample of pixels is enough
     px = image.reshape(-1, 3)[::step].astype(np.int16)
-    spread = px.max(axis=1) - px.min(axis=1)
-    return float(np.percentile(spread, 99)) <= tolerance
+    r, g, b = px[:, 0], px[:, 1], px[:, 2]  # elementwise max/min: much faster than a percentile of max(axis=1)
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    return bool(np.count_nonzero(spread <= tolerance) >= 0.99 * len(spread))
 
 
 @runtime_checkable
