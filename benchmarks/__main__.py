@@ -33,7 +33,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sr-models", type=Path, default=REPO.parent / "shared" / "sr_models")
     p.add_argument("--cache", type=Path, default=REPO / "outputs" / "cache", help="shared with train.py runs")
     p.add_argument("--batches", type=int, default=40, help="training batches timed per epoch")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats of the step part (best is kept)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed repeats: the step part keeps the best, the predict part the median",
+    )
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2])
     p.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     p.add_argument("--predict-images", type=int, default=1000)
