@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=3,
-        help="timed repeats: the step part keeps the best, the predict part the median",
+        help="timed repeats: the step part keeps the best, the data and predict parts the median",
     )
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[0, 2])
     p.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -135,9 +136,9 @@ class DeviceEpochTimer(EpochTimer):
         super().on_train_epoch_end(trainer, pl_module)
 
 
-def lightning_epoch(args, dm, model_name: str, batches: int) -> float:
+def lightning_epoch(args, dm, model_name: str, batches: int, repeats: int = 1) -> float:
     """Images per second of our training path (Lightning, WBCDataModule, WBCClassifier) on ``args.device``:
-    the second epoch."""
+    the median of ``repeats`` epochs after the first."""
     import lightning as L
 
     from wbc.models.module import WBCClassifier
@@ -148,7 +149,7 @@ def lightning_epoch(args, dm, model_name: str, batches: int) -> float:
     trainer = L.Trainer(
         accelerator=accelerator(args.device),
         devices=1,
-        max_epochs=2,
+        max_epochs=1 + repeats,
         limit_train_batches=batches,
         limit_val_batches=0,
         precision=args.precision,
@@ -160,7 +161,7 @@ def lightning_epoch(args, dm, model_name: str, batches: int) -> float:
         use_distributed_sampler=False,
     )
     trainer.fit(model, datamodule=dm)
-    return batches * dm.batch_size / timer.seconds[-1]
+    return batches * dm.batch_size / statistics.median(timer.seconds[1:])
 
 
 def autocast(device: str, precision: str):
