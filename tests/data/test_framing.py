@@ -18,6 +18,7 @@ from wbc.data.framing import (
     locate_cell,
     measure_um_per_px,
 )
+from wbc.data.pipeline import is_grey
 
 BACKGROUND = (236, 222, 200)  # a PBC-like empty slide
 RBC = (214, 160, 160)
@@ -195,8 +196,6 @@ def test_real_images_are_located_and_measured(dataset, expected_um):
 def test_is_grey_allows_one_percent_of_coloured_pixels(coloured: int, grey: bool) -> None:
     """A 100 x 100 image whose channels differ by the tolerance (6 levels) everywhere except ``coloured`` pixels
     (7 levels): grey while at most 1 % of its pixels carry colour."""
-    from wbc.data.pipeline import is_grey
-
     image = np.full((100, 100, 3), 120, np.uint8)
     image[..., 2] = 126
     image.reshape(-1, 3)[:coloured, 2] = 127
