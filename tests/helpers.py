@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -131,3 +133,20 @@ class SignalAt:
                     os.kill(os.getpid(), getattr(sig, self.signal))
 
         return _SignalAt(*args, **kwargs)
+
+
+def fake_run(folder, correct, seed, sr, method=None, f=4, split_seed=0, arch=None, backend="torch", old=False):
+    """A finished run folder as train.py writes it: metrics.json (run, test) and test_predictions.csv."""
+    folder.mkdir(parents=True)
+    correct = np.asarray(correct, dtype=int)
+    run = {"seed": seed, "split_seed": split_seed, "image_size": 64, "lr_scale": f, "sr": sr, "model": "cnn"}
+    if old:  # metrics.json from before the options were recorded
+        run |= {"source": "pbc", "sr_backend": backend}
+    else:
+        run |= {"data": "pbc", "source": "pbc", "sr_method": method or sr, "sr_backend": backend, "sr_arch": arch}
+    metrics = {"run": run, "test": {"test/accuracy": float(correct.mean()), "test/f1_macro": float(correct.mean())}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with (folder / "test_predictions.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "correct"])
+        writer.writerows([f"split{split_seed}/img{i:04d}.png", c] for i, c in enumerate(correct))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, TINY
+from tests.helpers import REPO_ROOT, TINY, fake_run
 from wbc.reports.compare import compare, paired_tests, verdict_lines
 from wbc.reports.runs import load_runs, summarise
 
@@ -117,23 +117,6 @@ def test_compare_on_an_empty_folder_is_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "no finished runs" in proc.stderr
 
 
-def _fake_run(folder, correct, seed, sr, method=None, f=4, split_seed=0, arch=None, backend="torch", old=False):
-    """A finished run folder as train.py writes it: metrics.json (run, test) and test_predictions.csv."""
-    folder.mkdir(parents=True)
-    correct = np.asarray(correct, dtype=int)
-    run = {"seed": seed, "split_seed": split_seed, "image_size": 64, "lr_scale": f, "sr": sr, "model": "cnn"}
-    if old:  # metrics.json from before the options were recorded
-        run |= {"source": "pbc", "sr_backend": backend}
-    else:
-        run |= {"data": "pbc", "source": "pbc", "sr_method": method or sr, "sr_backend": backend, "sr_arch": arch}
-    metrics = {"run": run, "test": {"test/accuracy": float(correct.mean()), "test/f1_macro": float(correct.mean())}}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    with (folder / "test_predictions.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "correct"])
-        writer.writerows([f"split{split_seed}/img{i:04d}.png", c] for i, c in enumerate(correct))
-
-
 def test_runs_are_grouped_by_the_option_they_ran(tmp_path):
     """sr=edsr and sr=edsr_small are two methods, not six seeds of one; one option run in two forms (here an
     OpenCV backend beside torch) is split and labelled; verdicts are Holm-corrected over the whole report."""
@@ -142,11 +125,11 @@ def test_runs_are_grouped_by_the_option_they_ran(tmp_path):
     big = base.copy()
     big[:, :120] = 1  # edsr fixes many images on every seed
     for seed in range(3):
-        _fake_run(tmp_path / f"none{seed}", base[seed], seed, "none")
-        _fake_run(tmp_path / f"edsr{seed}", big[seed], seed, "edsr", arch={"n_resblocks": 16, "n_feats": 64})
-        _fake_run(tmp_path / f"small{seed}", base[seed], seed, "edsr_small", "edsr", arch={"n_resblocks": 4})
-        _fake_run(tmp_path / f"espcn{seed}", base[seed], seed, "espcn")
-        _fake_run(tmp_path / f"espcn_cv{seed}", base[seed], seed, "espcn", backend="opencv")
+        fake_run(tmp_path / f"none{seed}", base[seed], seed, "none")
+        fake_run(tmp_path / f"edsr{seed}", big[seed], seed, "edsr", arch={"n_resblocks": 16, "n_feats": 64})
+        fake_run(tmp_path / f"small{seed}", base[seed], seed, "edsr_small", "edsr", arch={"n_resblocks": 4})
+        fake_run(tmp_path / f"espcn{seed}", base[seed], seed, "espcn")
+        fake_run(tmp_path / f"espcn_cv{seed}", base[seed], seed, "espcn", backend="opencv")
     runs = load_runs(tmp_path)
     rows = summarise(runs)
     assert [(r["sr"], r["seeds"]) for r in rows] == [
@@ -182,8 +165,8 @@ def test_old_runs_and_different_split_seeds(tmp_path):
             better = base.copy()
             better[: 10 + 5 * seed] = 1
             kw = {"split_seed": split_seed, "old": True}
-            _fake_run(tmp_path / f"n{split_seed}{seed}", base, seed, "none", **kw)
-            _fake_run(tmp_path / f"b{split_seed}{seed}", better, seed, "bicubic", **kw)
+            fake_run(tmp_path / f"n{split_seed}{seed}", base, seed, "none", **kw)
+            fake_run(tmp_path / f"b{split_seed}{seed}", better, seed, "bicubic", **kw)
     runs = load_runs(tmp_path)
     assert {r["run"]["data"] for r in runs} == {"pbc"} and {r["label"] for r in runs} == {"none", "bicubic"}
     (test,) = paired_tests(runs)
@@ -202,8 +185,8 @@ def test_one_seed_verdicts_say_so(tmp_path, seeds):
     better = base.copy()
     better[:40] = 1
     for seed in range(seeds):
-        _fake_run(tmp_path / f"n{seed}", base, seed, "none")
-        _fake_run(tmp_path / f"e{seed}", better, seed, "espcn")
+        fake_run(tmp_path / f"n{seed}", base, seed, "none")
+        fake_run(tmp_path / f"e{seed}", better, seed, "espcn")
     line = verdict_lines(compare(tmp_path))[0]
     if seeds == 1:
         assert "helped on this training run (1 seed)" in line and "does not measure training noise" in line

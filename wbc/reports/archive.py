@@ -1,0 +1,105 @@
+"""A sweep's results without its weights: pack the finished jobs of a sweep folder into one small file per job, and
+unpack them into a sweep folder again.
+
+Why: a long sweep (the SR study: 130 trainings, tens of CPU-hours) outlives the machine it started on, and its
+folder holds gigabytes of checkpoints nobody needs for the report. The archive keeps what the report and a resume
+read: each job's metrics.json, run.json, test_predictions.csv, its Hydra overrides and config, its SR example cells,
+and the sweep's multirun.yaml. Unpacked into a sweep folder, `python train.py -m resume=<folder>` skips the archived
+jobs (their metrics.json says they finished) and trains the rest, and `scripts/compare.py <folder>` reports them all.
+
+    python scripts/sweep_archive.py pack outputs/sr_pbc docs/sweeps/sr_pbc     # after each session
+    python scripts/sweep_archive.py unpack docs/sweeps/sr_pbc outputs/sr_pbc   # on a new machine, then resume
+
+Packing is deterministic (a job packs to the same bytes every time), so re-packing a sweep changes only the files of
+newly finished jobs; unpacking never overwrites a job folder that holds its own metrics.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from pathlib import Path
+
+from wbc.train import finished_run
+
+KEPT = (
+    "metrics.json",
+    "run.json",
+    "test_predictions.csv",
+    "sr_examples.npz",
+    ".hydra/overrides.yaml",
+    ".hydra/config.yaml",
+)
+SWEEP_FILE = "multirun.yaml"
+SUFFIX = ".json.gz"
+
+
+def _jobs(sweep: Path) -> list[Path]:
+    """The job folders of a sweep (Hydra numbers them 0, 1, ...), in job order."""
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _encode(path: Path) -> dict[str, str]:
+    data = path.read_bytes()
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
+    """Write ``archive/<job>.json.gz`` for every finished job of ``sweep`` (and its multirun.yaml).
+
+    Returns the jobs ``written`` (new or changed), ``unchanged`` and ``unfinished`` (not packed)."""
+    sweep, archive = Path(sweep), Path(archive)
+    if not (sweep / SWEEP_FILE).is_file():
+        raise FileNotFoundError(f"{sweep}: not a sweep folder (no {SWEEP_FILE} in it)")
+    archive.mkdir(parents=True, exist_ok=True)
+    (archive / SWEEP_FILE).write_bytes((sweep / SWEEP_FILE).read_bytes())
+    report: dict[str, list[str]] = {"written": [], "unchanged": [], "unfinished": []}
+    for job in _jobs(sweep):
+        if finished_run(job) is None:
+            report["unfinished"].append(job.name)
+            continue
+        files = {name: _encode(job / name) for name in KEPT if (job / name).is_file()}
+        payload = json.dumps({"job": job.name, "files": files}, sort_keys=True).encode()
+        packed = gzip.compress(payload, mtime=0)  # no timestamp in the header: the same job packs to the same bytes
+        target = archive / f"{job.name}{SUFFIX}"
+        if target.is_file() and target.read_bytes() == packed:
+            report["unchanged"].append(job.name)
+        else:
+            target.write_bytes(packed)
+            report["written"].append(job.name)
+    return report
+
+
+def unpack(archive: str | Path, sweep: str | Path) -> dict[str, list[str]]:
+    """Recreate the archived jobs in ``sweep``. A job folder that already holds a metrics.json is left as it is;
+    a sweep folder whose multirun.yaml differs from the archive's is refused (another sweep).
+
+    Returns the jobs ``restored`` and ``kept`` (already there)."""
+    archive, sweep = Path(archive), Path(sweep)
+    source = archive / SWEEP_FILE
+    if not source.is_file():
+        raise FileNotFoundError(f"{archive}: not a sweep archive (no {SWEEP_FILE} in it)")
+    target = sweep / SWEEP_FILE
+    if target.is_file() and target.read_bytes() != source.read_bytes():
+        raise ValueError(f"{target} differs from {source}: {sweep} holds another sweep; unpack into a new folder")
+    sweep.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    report: dict[str, list[str]] = {"restored": [], "kept": []}
+    for path in sorted(archive.glob(f"*{SUFFIX}"), key=lambda p: int(p.name.split(".")[0])):
+        content = json.loads(gzip.decompress(path.read_bytes()))
+        job = sweep / content["job"]
+        if (job / "metrics.json").exists():
+            report["kept"].append(content["job"])
+            continue
+        for name, encoded in content["files"].items():
+            (job / name).parent.mkdir(parents=True, exist_ok=True)
+            if "text" in encoded:
+                (job / name).write_bytes(encoded["text"].encode("utf-8"))
+            else:
+                (job / name).write_bytes(base64.b64decode(encoded["base64"]))
+        report["restored"].append(content["job"])
+    return report
