@@ -3,12 +3,14 @@ unpack them into a sweep folder again.
 
 Why: a long sweep (the SR study: 130 trainings, tens of CPU-hours) outlives the machine it started on, and its
 folder holds gigabytes of checkpoints nobody needs for the report. The archive keeps what the report and a resume
-read: each job's metrics.json, run.json, test_predictions.csv, its Hydra overrides and config, its SR example cells,
-and the sweep's multirun.yaml. Unpacked into a sweep folder, `python train.py -m resume=<folder>` skips the archived
-jobs (their metrics.json says they finished) and trains the rest, and `scripts/compare.py <folder>` reports them all.
+read: each job's metrics.json, run.json, test_predictions.csv, its Hydra overrides and config, and the sweep's
+multirun.yaml (text only, a few tens of kB a job; not the SR example cells, sr_examples.npz, about 170 kB a job:
+the report draws its example grid from the jobs whose folders hold them). Unpacked into a sweep folder,
+`python train.py -m resume=<folder>` skips the archived jobs (their metrics.json says they finished) and trains the
+rest, and `scripts/compare.py <folder>` reports them all.
 
-    python scripts/sweep_archive.py pack outputs/sr_pbc docs/sweeps/sr_pbc     # after each session
-    python scripts/sweep_archive.py unpack docs/sweeps/sr_pbc outputs/sr_pbc   # on a new machine, then resume
+    python scripts/sweep_archive.py pack outputs/sr_pbc results/sr_pbc     # after each session
+    python scripts/sweep_archive.py unpack results/sr_pbc outputs/sr_pbc   # on a new machine, then resume
 
 Packing is deterministic (a job packs to the same bytes every time), so re-packing a sweep changes only the files of
 newly finished jobs; unpacking never overwrites a job folder that holds its own metrics.json.
@@ -16,7 +18,6 @@ newly finished jobs; unpacking never overwrites a job folder that holds its own 
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 from pathlib import Path
@@ -27,7 +28,6 @@ KEPT = (
     "metrics.json",
     "run.json",
     "test_predictions.csv",
-    "sr_examples.npz",
     ".hydra/overrides.yaml",
     ".hydra/config.yaml",
 )
@@ -38,14 +38,6 @@ SUFFIX = ".json.gz"
 def _jobs(sweep: Path) -> list[Path]:
     """The job folders of a sweep (Hydra numbers them 0, 1, ...), in job order."""
     return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-
-
-def _encode(path: Path) -> dict[str, str]:
-    data = path.read_bytes()
-    try:
-        return {"text": data.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(data).decode("ascii")}
 
 
 def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
@@ -62,7 +54,7 @@ def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
         if finished_run(job) is None:
             report["unfinished"].append(job.name)
             continue
-        files = {name: _encode(job / name) for name in KEPT if (job / name).is_file()}
+        files = {name: (job / name).read_bytes().decode() for name in KEPT if (job / name).is_file()}
         payload = json.dumps({"job": job.name, "files": files}, sort_keys=True).encode()
         packed = gzip.compress(payload, mtime=0)  # no timestamp in the header: the same job packs to the same bytes
         target = archive / f"{job.name}{SUFFIX}"
@@ -95,11 +87,8 @@ def unpack(archive: str | Path, sweep: str | Path) -> dict[str, list[str]]:
         if (job / "metrics.json").exists():
             report["kept"].append(content["job"])
             continue
-        for name, encoded in content["files"].items():
+        for name, text in content["files"].items():
             (job / name).parent.mkdir(parents=True, exist_ok=True)
-            if "text" in encoded:
-                (job / name).write_bytes(encoded["text"].encode("utf-8"))
-            else:
-                (job / name).write_bytes(base64.b64decode(encoded["base64"]))
+            (job / name).write_bytes(text.encode())  # byte for byte: CSV rows end in \r\n
         report["restored"].append(content["job"])
     return report
