@@ -14,11 +14,16 @@ from wbc.reports.compare import compare
 from wbc.train import finished_run
 
 
+def _multirun(*task):
+    """A multirun.yaml as Hydra writes it, with these task overrides."""
+    return "hydra:\n  overrides:\n    task:\n" + "".join(f"    - {t}\n" for t in task)
+
+
 def _sweep(root):
     """A four-job sweep folder: two finished pairs (none and bicubic, two seeds), one unfinished job."""
     rng = np.random.default_rng(0)
     (root / "multirun.yaml").parent.mkdir(parents=True)
-    (root / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [sr=none,bicubic, seed=0,1]\n")
+    (root / "multirun.yaml").write_text(_multirun("sr=none,bicubic", "seed=0,1"))
     for job, (sr, seed) in enumerate([("none", 0), ("bicubic", 0), ("none", 1), ("bicubic", 1)]):
         fake_run(root / str(job), rng.random(200) < 0.8, seed, sr)
         (root / str(job) / ".hydra").mkdir()
@@ -59,8 +64,11 @@ def test_unpack_keeps_finished_jobs_and_refuses_another_sweep(tmp_path):
     (sweep / "0/metrics.json").write_text('{"test": {"test/accuracy": 0.5}, "run": {}}')  # a newer result here
     assert unpack(archive, sweep) == {"restored": [], "kept": ["0", "1", "2", "3"]}
     assert json.loads((sweep / "0/metrics.json").read_text())["test"]["test/accuracy"] == 0.5
-    (sweep / "multirun.yaml").write_text("another sweep\n")
-    with pytest.raises(ValueError, match="holds another sweep"):
+    resumed = _multirun("sr=none,bicubic", "seed=0,1", "ckpt_path=last", "hydra.sweep.dir=x")
+    (sweep / "multirun.yaml").write_text(resumed)  # what a resume writes: the same sweep
+    assert unpack(archive, sweep)["kept"] == ["0", "1", "2", "3"]
+    (sweep / "multirun.yaml").write_text(_multirun("sr=none", "seed=0,1"))
+    with pytest.raises(ValueError, match="another sweep than"):
         unpack(archive, sweep)
 
 

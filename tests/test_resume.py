@@ -18,6 +18,7 @@ from tests.helpers import REPO_ROOT, TINY, compose_config
 from wbc.cache import cached_array
 from wbc.data.datamodule import build_datamodule
 from wbc.provenance import git_state
+from wbc.reports.archive import pack, unpack
 from wbc.resume import find_previous_run, resume_arguments
 
 DETERMINISTIC = [*TINY, "trainer.max_epochs=3", "trainer.deterministic=true", "logger=none"]
@@ -217,6 +218,16 @@ def test_interrupted_sweep_resumes_with_one_command(tmp_path, how):
         )
     assert (cut / "comparison.md").is_file()
     assert not list(tmp_path.glob("[0-9]*"))  # nothing written beside the sweep folders
+    if how == "resume":  # the sweep's results moved without weights to another folder (machine): nothing retrained
+        moved = tmp_path / "moved"
+        assert pack(cut, tmp_path / "archive")["written"] == ["0", "1"]
+        assert unpack(tmp_path / "archive", moved)["restored"] == ["0", "1"]
+        cmd = [sys.executable, "train.py", "-m", f"resume={moved}"]
+        again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert (again.stdout + again.stderr).count("holds a finished run: skipped") == 2
+        assert not list(moved.glob("**/*.ckpt")) and (moved / "comparison.md").is_file()
+        assert (moved / "comparison.csv").read_text() == (cut / "comparison.csv").read_text()
 
 
 def test_ckpt_path_last_finds_the_latest_sweep_of_the_same_overrides(tmp_path):

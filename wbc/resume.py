@@ -53,6 +53,13 @@ def _saved_sweep_overrides(folder: Path) -> list[str] | None:
     return list(((saved.get("hydra") or {}).get("overrides") or {}).get("task") or [])
 
 
+def sweep_task_overrides(folder: Path) -> list[str] | None:
+    """The overrides a sweep folder was started with, less what a resume adds (ckpt_path, hydra.*); None when
+    ``folder`` holds no multirun.yaml."""
+    saved = _saved_sweep_overrides(folder)
+    return None if saved is None else _task_overrides(saved)
+
+
 def find_previous_sweep(args: list[str], root: Path = SWEEPS_ROOT) -> Path | None:
     """The most recent sweep folder under ``root`` started with the same task overrides."""
     wanted = _task_overrides(args)

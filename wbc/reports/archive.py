@@ -22,6 +22,7 @@ import gzip
 import json
 from pathlib import Path
 
+from wbc.resume import sweep_task_overrides
 from wbc.train import finished_run
 
 KEPT = (
@@ -68,7 +69,7 @@ def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
 
 def unpack(archive: str | Path, sweep: str | Path) -> dict[str, list[str]]:
     """Recreate the archived jobs in ``sweep``. A job folder that already holds a metrics.json is left as it is;
-    a sweep folder whose multirun.yaml differs from the archive's is refused (another sweep).
+    a sweep folder started with other overrides than the archive's is refused (another sweep).
 
     Returns the jobs ``restored`` and ``kept`` (already there)."""
     archive, sweep = Path(archive), Path(sweep)
@@ -76,10 +77,11 @@ def unpack(archive: str | Path, sweep: str | Path) -> dict[str, list[str]]:
     if not source.is_file():
         raise FileNotFoundError(f"{archive}: not a sweep archive (no {SWEEP_FILE} in it)")
     target = sweep / SWEEP_FILE
-    if target.is_file() and target.read_bytes() != source.read_bytes():
-        raise ValueError(f"{target} differs from {source}: {sweep} holds another sweep; unpack into a new folder")
-    sweep.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(source.read_bytes())
+    if not target.is_file():
+        sweep.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    elif sweep_task_overrides(sweep) != sweep_task_overrides(archive):  # what a resume adds is not counted
+        raise ValueError(f"{target}: another sweep than {source} (other overrides); unpack into a new folder")
     report: dict[str, list[str]] = {"restored": [], "kept": []}
     for path in sorted(archive.glob(f"*{SUFFIX}"), key=lambda p: int(p.name.split(".")[0])):
         content = json.loads(gzip.decompress(path.read_bytes()))
