@@ -70,6 +70,8 @@ def test_unpack_keeps_finished_jobs_and_refuses_another_sweep(tmp_path):
     (sweep / "multirun.yaml").write_text(_multirun("sr=none", "seed=0,1"))
     with pytest.raises(ValueError, match="another sweep than"):
         unpack(archive, sweep)
+    with pytest.raises(ValueError, match="another sweep than"):
+        pack(sweep, archive)
 
 
 def test_script_names_the_folder_that_is_not_a_sweep(tmp_path):

@@ -44,10 +44,13 @@ def _jobs(sweep: Path) -> list[Path]:
 def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
     """Write ``archive/<job>.json.gz`` for every finished job of ``sweep`` (and its multirun.yaml).
 
-    Returns the jobs ``written`` (new or changed), ``unchanged`` and ``unfinished`` (not packed)."""
+    An archive of another sweep (other overrides) is refused. Returns the jobs ``written`` (new or changed),
+    ``unchanged`` and ``unfinished`` (not packed)."""
     sweep, archive = Path(sweep), Path(archive)
     if not (sweep / SWEEP_FILE).is_file():
         raise FileNotFoundError(f"{sweep}: not a sweep folder (no {SWEEP_FILE} in it)")
+    if (archive / SWEEP_FILE).is_file() and sweep_task_overrides(archive) != sweep_task_overrides(sweep):
+        raise ValueError(f"{archive} holds another sweep than {sweep} (other overrides); pack into a new folder")
     archive.mkdir(parents=True, exist_ok=True)
     (archive / SWEEP_FILE).write_bytes((sweep / SWEEP_FILE).read_bytes())
     report: dict[str, list[str]] = {"written": [], "unchanged": [], "unfinished": []}
