@@ -47,7 +47,7 @@ class SRTrainConfig:
     schedule: str = "step"
     ema: float = 0.0
     loss: str = "l1"
-    task_weight: float = 0.1
+    task_weight: float = 0.01
     task_checkpoint: str | None = None
     task_batch: int = 8
 
