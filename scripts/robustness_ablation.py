@@ -9,7 +9,8 @@ Recipes: baseline (centre framing, no stain step, default augmentation), +framin
 and additions to the recipe: +white (white balance on the slide, data.stain=white), +mixstyle (MixStyle after
 resnet's layer1 and layer2), +dyes (two-dye stain augmentation, albumentations.HEStain) and their combinations;
 pbc_robust (experiment=pbc_robust as it is), pbc_robust+ibn (with IBN-Net-a, model.net.ibn=true) and
-pbc_robust-mixstyle+dsu (DSU in MixStyle's place: model.mixstyle.mode=dsu).
+pbc_robust-mixstyle+dsu (DSU in MixStyle's place: model.mixstyle.mode=dsu), pbc_robust+ema (a moving average of
+the weights) and pbc_robust+randconv (random convolutions of the input, model.randconv).
 AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. `--seeds 0,1,2` trains
 each recipe once per seed (run folders <recipe>, <recipe>_seed1, ...) and adds a row with the seeds' mean, on which
 the goals are judged. Resumable: a run whose folder holds metrics.json is not trained again, and an evaluation that
@@ -52,6 +53,8 @@ RECIPES = {
     "pbc_robust+ibn": ["model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
     "pbc_robust-mixstyle+dsu": ["model.mixstyle.mode=dsu"],  # DSU's drawn statistics in MixStyle's place
     "pbc_robust+ema": ["callbacks=ema"],  # + a moving average of the weights (flatter minima)
+    "pbc_robust+randconv": ["model.randconv={p: 0.5}"],  # + random convolutions of the input (colour mixing, optics)
+    "pbc_robust+randconv3": ["model.randconv={p: 0.5, kernel_sizes: [1, 3]}"],  # kernels no wider than optics blur
 }
 
 

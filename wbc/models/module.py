@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from wbc.metrics import ClassificationMetrics, prefixed
 from wbc.models.mixstyle import add_mixstyle
 from wbc.models.networks import create_model
+from wbc.models.randconv import random_convolution
 
 CHECKPOINT_FORMAT = 1  # bump when what predict.py needs from a checkpoint changes
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,6 +42,7 @@ class WBCClassifier(L.LightningModule):
         preprocessing: Mapping[str, Any] | None = None,
         channels_last: bool = True,
         mixstyle: Mapping[str, Any] | None = None,
+        randconv: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if scheduler not in (None, "none", "cosine", "plateau"):
@@ -50,6 +52,8 @@ class WBCClassifier(L.LightningModule):
         self.net = create_model(num_classes=len(self.class_names), **dict(net))
         if mixstyle:  # training-time feature-style mixing (wbc.models.mixstyle); no effect at inference
             add_mixstyle(self.net, **dict(mixstyle))
+        # training-time random convolutions of the input (wbc.models.randconv): {p, kernel_sizes}
+        self.randconv = {"p": 0.5, "kernel_sizes": (1, 3, 5, 7), **dict(randconv)} if randconv else None
         # NHWC ("channels last") weights and activations: oneDNN's and cuDNN's fast layout for convolutions; the
         # images arrive NHWC-strided already (uint8 HWC arrays permuted), so no copy is needed on the way in
         self.channels_last = channels_last
@@ -92,7 +96,10 @@ class WBCClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
-        return self.net((x - self.mean) / self.std) / self.temperature
+        x = (x - self.mean) / self.std
+        if self.randconv and self.training and torch.is_grad_enabled() and torch.rand(()) < self.randconv["p"]:
+            x = random_convolution(x, self.randconv["kernel_sizes"])
+        return self.net(x) / self.temperature
 
     def _step(self, batch, metrics: ClassificationMetrics, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch
