@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Overrides on top of experiment=pbc_robust (scale framing, robust augmentation, white balance, MixStyle,
 # calibrate=shifted). The first rows are the first ablation's: "recipe" there was scale framing + robust
 # augmentation, here "framing+augment"; the names keep the ablation's story (what each lever adds).
-PLAIN = ["data.stain=null", "model.mixstyle=null", "calibrate=true"]  # the first ablation's setting
+PLAIN = ["data.stain=null", "model.mixstyle=null", "model.randconv=null", "calibrate=true"]  # the first ablation's
+# The recipe as it was before random convolutions joined it (2026-11-28): the +ibn, dsu and +ema rows add to it
+EARLIER = ["model.randconv=null"]
 WHITE = ["data.stain=white"]  # white balance on the slide
 MIXSTYLE = ["model.mixstyle={layers: [layer1, layer2], p: 0.5, alpha: 0.1, mode: mix}"]
 DYES = ["data.augment.dyes={_target_: albumentations.HEStain, method: random_preset, p: 0.5}"]
@@ -49,12 +51,14 @@ RECIPES = {
     "+dyes": [*PLAIN, *DYES],
     "+white+mixstyle": [*PLAIN, *WHITE, *MIXSTYLE],
     "+white+mixstyle+dyes": [*PLAIN, *WHITE, *MIXSTYLE, *DYES],
-    "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle with calibrate=shifted
-    "pbc_robust+ibn": ["model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
-    "pbc_robust-mixstyle+dsu": ["model.mixstyle.mode=dsu"],  # DSU's drawn statistics in MixStyle's place
-    "pbc_robust+ema": ["callbacks=ema"],  # + a moving average of the weights (flatter minima)
+    "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle+randconv (p=0.25), calibrate=shifted
+    "pbc_robust-randconv": EARLIER,  # the recipe before random convolutions joined it
+    "pbc_robust+ibn": [*EARLIER, "model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
+    "pbc_robust-mixstyle+dsu": [*EARLIER, "model.mixstyle.mode=dsu"],  # DSU's drawn statistics in MixStyle's place
+    "pbc_robust+ema": [*EARLIER, "callbacks=ema"],  # + a moving average of the weights (flatter minima)
     "pbc_robust+randconv": ["model.randconv={p: 0.5}"],  # + random convolutions of the input (colour mixing, optics)
     "pbc_robust+randconv3": ["model.randconv={p: 0.5, kernel_sizes: [1, 3]}"],  # kernels no wider than optics blur
+    "pbc_robust+randconv_p25": ["model.randconv={p: 0.25}"],  # a quarter of the batches: more of PBC's own fit kept
 }
 
 

@@ -88,7 +88,7 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         cfg = compose_config(["experiment=pbc_robust", f"data.root={pbc_root}", *overrides], tmp_path)
         augment = instantiate(cfg.data.augment)
         model = instantiate(cfg.model, class_names=["a", "b", "c", "d"])
-        full = name.startswith("pbc_robust")  # the experiment as it is: white balance and MixStyle
+        full = name.startswith("pbc_robust")  # the experiment: white balance and MixStyle (+ random convolutions)
         assert ("dyes" in name) == (augment.get("dyes") is not None), name
         assert ("mixstyle" in name or full) == bool(cfg.model.mixstyle), name
         assert ("white" in name or full) == (cfg.data.stain == "white"), name
@@ -96,6 +96,8 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         assert ("ibn" in name) == cfg.model.net.ibn, name
         assert ("dsu" in name) == (cfg.model.mixstyle is not None and cfg.model.mixstyle.mode == "dsu"), name
         assert ("ema" in name) == ("weight_averaging" in cfg.callbacks), name
+        assert (name == "pbc_robust" or "+randconv" in name) == bool(cfg.model.randconv), name
+        assert name != "pbc_robust" or cfg.model.randconv.p == 0.25
         assert cfg.callbacks.early_stopping is None or not full, name  # fixed epochs in every pbc_robust recipe
         assert isinstance(model, WBCClassifier)
 
