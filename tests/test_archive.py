@@ -43,6 +43,17 @@ def test_pack_and_unpack_give_the_same_report_without_weights(tmp_path):
     first = {p.name: p.read_bytes() for p in archive.iterdir()}
     assert pack(sweep, archive)["unchanged"] == ["0", "1", "2", "3"]  # re-packing writes the same bytes
     assert {p.name: p.read_bytes() for p in archive.iterdir()} == first
+    # a resume that skips job 0 rewrites its Hydra record: the archive keeps the record of the run that trained;
+    # a job whose result changed is packed again
+    (sweep / "0/.hydra/overrides.yaml").write_text("- sr=none\n- seed=0\n- ckpt_path=last\n")
+    metrics = json.loads((sweep / "1/metrics.json").read_text())
+    (sweep / "1/metrics.json").write_text(json.dumps({**metrics, "note": "retrained"}))
+    assert pack(sweep, archive) == {"written": ["1"], "unchanged": ["0", "2", "3"], "unfinished": ["4"]}
+    assert (archive / "0.json.gz").read_bytes() == first["0.json.gz"]
+    assert (archive / "1.json.gz").read_bytes() != first["1.json.gz"]
+    (sweep / "0/.hydra/overrides.yaml").write_text("- sr=none\n- seed=0\n")
+    (sweep / "1/metrics.json").write_text(json.dumps(metrics))
+    pack(sweep, archive)
 
     assert unpack(archive, elsewhere) == {"restored": ["0", "1", "2", "3"], "kept": []}
     assert not list(elsewhere.glob("**/*.ckpt")) and not (elsewhere / "4").exists()

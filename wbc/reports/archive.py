@@ -12,8 +12,10 @@ rest, and `scripts/compare.py <folder>` reports them all.
     python scripts/sweep_archive.py pack outputs/sr_pbc results/sr_pbc     # after each session
     python scripts/sweep_archive.py unpack results/sr_pbc outputs/sr_pbc   # on a new machine, then resume
 
-Packing is deterministic (a job packs to the same bytes every time), so re-packing a sweep changes only the files of
-newly finished jobs; unpacking never overwrites a job folder that holds its own metrics.json.
+Packing is deterministic (a job packs to the same bytes every time) and a job already archived with the same
+metrics.json is left as archived (a resume that skips a finished job rewrites its Hydra record), so re-packing a
+sweep changes only the files of newly finished jobs; unpacking never overwrites a job folder that holds its own
+metrics.json.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def _jobs(sweep: Path) -> list[Path]:
 def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
     """Write ``archive/<job>.json.gz`` for every finished job of ``sweep`` (and its multirun.yaml).
 
-    An archive of another sweep (other overrides) is refused. Returns the jobs ``written`` (new or changed),
-    ``unchanged`` and ``unfinished`` (not packed)."""
+    An archive of another sweep (other overrides) is refused. Returns the jobs ``written`` (new, or with
+    another metrics.json), ``unchanged`` and ``unfinished`` (not packed)."""
     sweep, archive = Path(sweep), Path(archive)
     if not (sweep / SWEEP_FILE).is_file():
         raise FileNotFoundError(f"{sweep}: not a sweep folder (no {SWEEP_FILE} in it)")
@@ -62,12 +64,18 @@ def pack(sweep: str | Path, archive: str | Path) -> dict[str, list[str]]:
         payload = json.dumps({"job": job.name, "files": files}, sort_keys=True).encode()
         packed = gzip.compress(payload, mtime=0)  # no timestamp in the header: the same job packs to the same bytes
         target = archive / f"{job.name}{SUFFIX}"
-        if target.is_file() and target.read_bytes() == packed:
+        if target.is_file() and _archived_metrics(target) == files.get("metrics.json"):
+            # the same result: the bytes, or a resume that skipped the job and rewrote only its Hydra record
+            # (ckpt_path=last added); the first record, of the run that trained, is kept
             report["unchanged"].append(job.name)
         else:
             target.write_bytes(packed)
             report["written"].append(job.name)
     return report
+
+
+def _archived_metrics(target: Path) -> str | None:
+    return json.loads(gzip.decompress(target.read_bytes()))["files"].get("metrics.json")
 
 
 def unpack(archive: str | Path, sweep: str | Path) -> dict[str, list[str]]:
