@@ -150,3 +150,29 @@ def fake_run(folder, correct, seed, sr, method=None, f=4, split_seed=0, arch=Non
         writer = csv.writer(fh)
         writer.writerow(["path", "correct"])
         writer.writerows([f"split{split_seed}/img{i:04d}.png", c] for i, c in enumerate(correct))
+
+
+def assert_acts_in_training_only(**options) -> None:
+    """A WBCClassifier built with a training-time option (``mixstyle=...``, ``randconv=...``, at p=1) equals the
+    plain model at evaluation and under AdaBN (batch norms in training mode, no gradients), and differs in
+    training."""
+    import torch
+
+    from wbc.adapt import adapt_batchnorm
+    from wbc.models.module import WBCClassifier
+
+    classes = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
+    net = {"name": "cnn", "channels": [8, 16], "hidden": 16}
+    torch.manual_seed(0)
+    model = WBCClassifier(net, classes, **options)
+    plain = WBCClassifier(net, classes)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(x), plain(x))
+    with torch.no_grad():  # AdaBN puts batch norms in training mode: the statistics must be the target's own
+        adapt_batchnorm(model, [x.float() / 255] * 4, min_images=8)
+        adapt_batchnorm(plain, [x.float() / 255] * 4, min_images=8)
+    torch.testing.assert_close(model.state_dict(), plain.state_dict())
+    model.train(), plain.train()
+    assert not torch.allclose(model(x), plain(x))  # p=1: every training batch is changed

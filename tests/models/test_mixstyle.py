@@ -4,7 +4,7 @@ training only (never at evaluation, prediction or batch-norm adaptation)."""
 import pytest
 import torch
 
-from wbc.adapt import adapt_batchnorm
+from tests.helpers import assert_acts_in_training_only
 from wbc.models.mixstyle import mix_styles, perturb_styles
 from wbc.models.module import WBCClassifier
 
@@ -41,19 +41,7 @@ def test_statistics_are_a_convex_mix_of_two_images():
 
 @pytest.mark.parametrize("mode", ["mix", "dsu"])
 def test_active_in_training_only(mode):
-    torch.manual_seed(0)
-    model = WBCClassifier(NET, CLASSES, mixstyle={**MIX, "mode": mode})
-    plain = WBCClassifier(NET, CLASSES)
-    plain.load_state_dict(model.state_dict())
-    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
-    model.eval(), plain.eval()
-    torch.testing.assert_close(model(x), plain(x))
-    with torch.no_grad():  # AdaBN puts batch norms in training mode: the statistics must be the target's own
-        adapt_batchnorm(model, [x.float() / 255] * 4, min_images=8)
-        adapt_batchnorm(plain, [x.float() / 255] * 4, min_images=8)
-    torch.testing.assert_close(model.state_dict(), plain.state_dict())
-    model.train(), plain.train()
-    assert not torch.allclose(model(x), plain(x))  # p=1: every training batch is restyled
+    assert_acts_in_training_only(mixstyle={**MIX, "mode": mode})
 
 
 def test_unknown_layer_names_the_network_layers():
