@@ -25,7 +25,7 @@ def run_train(tmp_path, *overrides: str, extra_env: dict | None = None) -> subpr
 
 @pytest.mark.slow
 def test_train_end_to_end(tmp_path):
-    proc = run_train(tmp_path, "calibrate=shifted")
+    proc = run_train(tmp_path, "calibrate=shifted", "test_tta=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     for name in (
@@ -64,6 +64,8 @@ def test_train_end_to_end(tmp_path):
         assert name in test, name
     assert 0.0 <= test["test/accuracy"] <= 1.0
     assert test["test/f1_macro_n_classes"] == 4 and type(test["test/f1_macro_n_classes"]) is int  # all 4 present
+    assert set(metrics["test_tta"]) == {k.replace("test/", "test_tta/") for k in test if k != "test/loss"}
+    assert 0.0 <= metrics["calibration"]["test_tta_ece_after"] <= 1.0
     assert metrics["run"]["seed"] == 0 and metrics["run"]["split_seed"] == 0
     calibration = metrics["calibration"]
     assert calibration["data"] == "val + val under the training augmentation" and calibration["temperature"] > 0

@@ -22,7 +22,7 @@ import torch
 from wbc.adapt import MIN_IMAGES, adapt_batchnorm
 from wbc.data.decode import DEFAULT_MAX_PIXELS, ImageReadError, is_image_file, read_image
 from wbc.data.pipeline import Preprocessor
-from wbc.models.module import CHECKPOINT_FORMAT, WBCClassifier
+from wbc.models.module import CHECKPOINT_FORMAT, WBCClassifier, symmetry_views
 from wbc.sr.stage import SuperResolver
 
 
@@ -106,7 +106,7 @@ class Predictor:
         ``tta`` averages the eight flips/90-degree rotations of each image.
         """
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
-        views = [x] if not tta else [v for k in range(4) for v in (x.rot90(k, (2, 3)), x.rot90(k, (2, 3)).flip(3))]
+        views = symmetry_views(x) if tta else [x]
         return torch.stack([self.model(v).float().softmax(1) for v in views]).mean(0).cpu()
 
     def adapt(

@@ -157,10 +157,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "calibration": calibration,
     }
     if cfg.get("test", True) and datamodule.samples["test"]:
+        model.test_tta = bool(cfg.get("test_tta", False))
         with interrupt.exit_status():
             trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
-        test = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")}
-        result["test"] = reported(test)
+        for stage in ("test", "test_tta") if model.test_tta else ("test",):
+            values = {k: _float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(f"{stage}/")}
+            result[stage] = reported(values)
         result["test_confusion_matrix"] = model.test_confusion.tolist()
         if calibration is not None:
             probs, target = model.test_outputs["probs"], model.test_outputs["target"]
@@ -168,6 +170,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 rescale_probabilities(probs, calibration["temperature"]), target
             )
             calibration["test_ece_after"] = expected_calibration_error(probs, target)
+            if model.test_tta:
+                calibration["test_tta_ece_after"] = expected_calibration_error(model.test_outputs["probs_tta"], target)
         if trainer.is_global_zero:
             paths = [s.path for s in datamodule.samples["test"]]
             outputs = model.test_outputs

@@ -1,9 +1,10 @@
 """WBCClassifier: input scaling on the device, class-weighted loss, schedulers."""
 
+import lightning as L
 import pytest
 import torch
 
-from wbc.models.module import WBCClassifier
+from wbc.models.module import WBCClassifier, symmetry_views
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
 NET = {"name": "cnn", "channels": [8, 16], "hidden": 16}
@@ -51,3 +52,36 @@ def test_channels_last_gives_the_same_logits(name):
         torch.testing.assert_close(
             nhwc(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-4, rtol=1e-4
         )
+
+
+def test_symmetry_views_are_the_eight_flips_and_rotations():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    views = symmetry_views(x)
+    assert len(views) == 8 and len({tuple(v.flatten().tolist()) for v in views}) == 8  # an asymmetric image
+    # the set is closed under the group: rotating or flipping the input permutes the views
+    for moved in (x.rot90(1, (2, 3)), x.flip(3)):
+        assert {tuple(v.flatten().tolist()) for v in symmetry_views(moved)} == {
+            tuple(v.flatten().tolist()) for v in views
+        }
+
+
+def test_test_tta_logs_the_mean_of_the_eight_views_beside_the_single_view(tmp_path):
+    """test_tta=true: the test stage also scores the mean probability over the eight views, as predict.py's
+    tta=true does; the single-view test metrics stay what they were."""
+    torch.manual_seed(0)
+    model = WBCClassifier(NET, CLASSES, scheduler=None)
+    model.test_tta = True
+    x = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8)
+    y = torch.arange(24) % 4
+    loader = torch.utils.data.DataLoader(list(zip(x, y, torch.arange(24), strict=True)), batch_size=8)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.test(model, loader)
+    logged = trainer.callback_metrics
+    model.eval()
+    with torch.no_grad():
+        single = model(x).softmax(1)
+        tta = torch.stack([model(v).softmax(1) for v in symmetry_views(x)]).mean(0)
+    assert float(logged["test/accuracy"]) == pytest.approx(float((single.argmax(1) == y).float().mean()))
+    assert float(logged["test_tta/accuracy"]) == pytest.approx(float((tta.argmax(1) == y).float().mean()))
+    torch.testing.assert_close(model.test_outputs["probs_tta"], tta, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(tta, single)  # a random network is not orientation-free: the views differ

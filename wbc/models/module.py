@@ -19,6 +19,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def symmetry_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The eight flips and 90-degree rotations of an (N, C, H, W) batch: a cell on a smear has no orientation, so
+    averaging a classifier's probabilities over them (test-time augmentation) gives an orientation-free one."""
+    return [v for k in range(4) for v in (x.rot90(k, (2, 3)), x.rot90(k, (2, 3)).flip(3))]
+
+
 class WBCClassifier(L.LightningModule):
     """Network + loss + AdamW with a cosine or plateau schedule + the metric set of each stage.
 
@@ -73,6 +79,9 @@ class WBCClassifier(L.LightningModule):
         self.train_metrics = ClassificationMetrics(self.class_names, full=False)
         self.val_metrics = ClassificationMetrics(self.class_names)
         self.test_metrics = ClassificationMetrics(self.class_names)
+        # train.py's test_tta=true: the test split also through the mean of the eight symmetry views
+        self.test_tta = False
+        self.test_tta_metrics = ClassificationMetrics(self.class_names)
         self.test_outputs: dict[str, torch.Tensor] = {}
         self.test_confusion: torch.Tensor | None = None
         self.sr_state: dict[str, Any] | None = None  # SuperResolver.state(): saved with every checkpoint
@@ -126,7 +135,11 @@ class WBCClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         _, probs = self._step(batch, self.test_metrics, "test")
-        for name, value in (("probs", probs), ("target", batch[1]), ("index", batch[2])):
+        parts = {"probs": probs, "target": batch[1], "index": batch[2]}
+        if self.test_tta:
+            parts["probs_tta"] = torch.stack([self(v).float().softmax(1) for v in symmetry_views(batch[0])]).mean(0)
+            self.test_tta_metrics.update(parts["probs_tta"], batch[1])
+        for name, value in parts.items():
             self._test_parts.setdefault(name, []).append(value.detach())
 
     def on_test_epoch_start(self) -> None:
@@ -153,6 +166,8 @@ class WBCClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_confusion = self.test_metrics.confusion_matrix().cpu()
         self._log_epoch(self.test_metrics, "test")
+        if self.test_tta:
+            self._log_epoch(self.test_tta_metrics, "test_tta")
         outputs = {k: torch.cat(v).cpu() for k, v in self._test_parts.items()}
         if self.trainer.world_size > 1:  # every rank's share of the test set (shards differ in size)
             shares: list[dict[str, torch.Tensor]] = [{} for _ in range(self.trainer.world_size)]
