@@ -158,6 +158,30 @@ def test_tta_averages_the_eight_views(trained):
     torch.testing.assert_close(predictor.probabilities(images, tta=True), by_hand)
 
 
+def test_tta_auto_follows_the_checkpoints_recipe(trained, tmp_path, caplog):
+    """tta=auto (the default) predicts as the checkpoint's recipe was tested: off for a model trained without
+    tta, the eight views averaged for one trained with tta=true (experiment=pbc_robust); anything else is refused."""
+    run_dir, _ = trained
+    ckpt = torch.load(run_dir / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
+    ckpt["hyper_parameters"]["tta"] = True
+    with_tta = tmp_path / "with_tta.ckpt"
+    torch.save(ckpt, with_tta)
+    folder = tmp_path / "few"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    for name, path, expect in (("plain", run_dir / "checkpoints/best.ckpt", False), ("tta", with_tta, True)):
+        assert run(predict_cfg(tmp_path / name, path, folder, tta="auto")) == 0
+        assert json.loads((tmp_path / name / "summary.json").read_text())["tta"] is expect
+    explicit = predict_cfg(tmp_path / "explicit", run_dir / "checkpoints/best.ckpt", folder, tta=True)
+    assert run(explicit) == 0
+    same = [[r[k] for k in r if k.startswith("p/")] for r in read_rows(tmp_path / "explicit/predictions.csv")]
+    assert same == [[r[k] for k in r if k.startswith("p/")] for r in read_rows(tmp_path / "tta/predictions.csv")]
+    assert run(predict_cfg(tmp_path / "bad", with_tta, folder, tta="maybe")) == 2
+    assert "tta=maybe: use true, false or auto" in caplog.text
+
+
 @pytest.mark.slow
 def test_exit_codes_and_messages(trained, tmp_path):
     run_dir, _ = trained

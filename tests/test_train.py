@@ -25,7 +25,7 @@ def run_train(tmp_path, *overrides: str, extra_env: dict | None = None) -> subpr
 
 @pytest.mark.slow
 def test_train_end_to_end(tmp_path):
-    proc = run_train(tmp_path, "calibrate=shifted", "test_tta=true")
+    proc = run_train(tmp_path, "calibrate=shifted", "tta=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     for name in (

@@ -217,6 +217,15 @@ def run(cfg: Any) -> int:
     if not files:
         log.error("no files found in %s", cfg.input)
         return 2
+    tta = cfg.get("tta", "auto")
+    if tta == "auto":  # as the checkpoint's recipe was tested (its training config's tta)
+        tta = bool(predictor.model.hparams.get("tta", False))
+        log.info(
+            "tta=auto: %s, as the checkpoint's recipe predicts", "on (the 8 flips/rotations averaged)" if tta else "off"
+        )
+    elif not isinstance(tta, bool):
+        log.error("tta=%s: use true, false or auto (as the checkpoint's recipe)", tta)
+        return 2
     names = predictor.class_names
     found = None
     if cfg.evaluate:  # before predicting: a mapping that maps nothing stops here, at once
@@ -251,13 +260,13 @@ def run(cfg: Any) -> int:
             return 2
         log.info("adapt_bn: batch-norm statistics re-estimated on %d images of the input", adapted)
     probs, errors, notes = predict_files(
-        predictor, files, cfg.batch_size, cfg.decode_threads, cfg.tta, cfg.max_pixels, on_batch, um_per_px
+        predictor, files, cfg.batch_size, cfg.decode_threads, tta, cfg.max_pixels, on_batch, um_per_px
     )
     review = review_reasons(probs, errors, notes, cfg.review_confidence)
     labels = found.labels if found is not None else None
     write_predictions(out / "predictions.csv", files, names, probs, labels, errors, review)
     summary = summarise(files, names, probs, errors)
-    summary |= {"review": len(review), "adapt_bn_images": adapted, "um_per_px": um_per_px}
+    summary |= {"review": len(review), "adapt_bn_images": adapted, "tta": tta, "um_per_px": um_per_px}
     if found is not None:
         summary["evaluation"] = evaluate(out, names, probs, errors, found)
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, ensure_ascii=False))

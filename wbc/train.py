@@ -89,6 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.model,
         class_names=datamodule.class_names,
         class_counts=datamodule.train_class_counts,
+        tta=bool(cfg.get("tta", False)),
         preprocessing={
             "image_size": cfg.data.image_size,
             "lr_scale": cfg.data.lr_scale,
@@ -157,7 +158,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "calibration": calibration,
     }
     if cfg.get("test", True) and datamodule.samples["test"]:
-        model.test_tta = bool(cfg.get("test_tta", False))
         with interrupt.exit_status():
             trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
         for stage in ("test", "test_tta") if model.test_tta else ("test",):

@@ -65,12 +65,11 @@ def test_symmetry_views_are_the_eight_flips_and_rotations():
         }
 
 
-def test_test_tta_logs_the_mean_of_the_eight_views_beside_the_single_view(tmp_path):
+def test_tta_logs_the_mean_of_the_eight_views_beside_the_single_view(tmp_path):
     """test_tta=true: the test stage also scores the mean probability over the eight views, as predict.py's
     tta=true does; the single-view test metrics stay what they were."""
     torch.manual_seed(0)
-    model = WBCClassifier(NET, CLASSES, scheduler=None)
-    model.test_tta = True
+    model = WBCClassifier(NET, CLASSES, scheduler=None, tta=True)
     x = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8)
     y = torch.arange(24) % 4
     loader = torch.utils.data.DataLoader(list(zip(x, y, torch.arange(24), strict=True)), batch_size=8)

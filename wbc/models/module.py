@@ -30,7 +30,9 @@ class WBCClassifier(L.LightningModule):
 
     Batches carry uint8 images; scaling and normalisation happen here, on the device, so the checkpoint holds
     them and no copy of that step lives elsewhere. ``preprocessing`` records the deterministic pipeline that
-    made the images (size, lr_scale, SR method) so that a checkpoint alone can predict.
+    made the images (size, lr_scale, SR method) so that a checkpoint alone can predict. ``tta`` is the recipe's
+    way to predict: the mean over the eight flips/rotations (:func:`symmetry_views`), scored by the test stage
+    beside the single view (``test_tta/*``) and used by predict.py's ``tta=auto``.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class WBCClassifier(L.LightningModule):
         channels_last: bool = True,
         mixstyle: Mapping[str, Any] | None = None,
         randconv: Mapping[str, Any] | None = None,
+        tta: bool = False,
     ):
         super().__init__()
         if scheduler not in (None, "none", "cosine", "plateau"):
@@ -79,8 +82,7 @@ class WBCClassifier(L.LightningModule):
         self.train_metrics = ClassificationMetrics(self.class_names, full=False)
         self.val_metrics = ClassificationMetrics(self.class_names)
         self.test_metrics = ClassificationMetrics(self.class_names)
-        # train.py's test_tta=true: the test split also through the mean of the eight symmetry views
-        self.test_tta = False
+        self.test_tta = tta  # the test split also through the mean of the eight symmetry views
         self.test_tta_metrics = ClassificationMetrics(self.class_names)
         self.test_outputs: dict[str, torch.Tensor] = {}
         self.test_confusion: torch.Tensor | None = None
