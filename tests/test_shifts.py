@@ -1,0 +1,136 @@
+"""Simulated lab differences (wbc.shifts): each shift changes what it says by the stated amount, and the script
+writes one labelled folder per shift that cross_dataset.py evaluates."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.data.test_framing import smear
+from tests.helpers import REPO_ROOT
+from wbc.data.decode import read_image
+from wbc.data.framing import locate_cell
+from wbc.shifts import SHIFTS, blur, lamp, low_res, magnified, optical_density, tight, write_shifted_sets
+
+
+def field():
+    return smear(rbc_d=60, n_rbc=10, size=(420, 420), cell=(210, 210), cell_d=110)
+
+
+def test_magnified_enlarges_the_cells_and_keeps_the_image_size():
+    image = field()
+    out = magnified(image, 0.1)
+    assert out.shape == image.shape
+    before, after = locate_cell(image), locate_cell(out)
+    assert after.cell_diameter == pytest.approx(1.4 * before.cell_diameter, rel=0.1)
+    assert np.hypot(after.centre[0] - 210, after.centre[1] - 210) < 6  # the field's centre stays the centre
+
+
+def test_low_res_halves_the_pixels_per_micrometre():
+    image = field()
+    out = low_res(image, 0.1)
+    assert out.shape == (210, 210, 3)
+    assert locate_cell(out).rbc_diameter == pytest.approx(locate_cell(image).rbc_diameter / 2, rel=0.12)
+
+
+def test_tight_keeps_the_white_cell_and_no_red_cell():
+    image = field()
+    out = tight(image, 0.1)
+    assert out.shape[0] == pytest.approx(110 * 1.2, rel=0.2) and out.shape[1] == pytest.approx(110 * 1.2, rel=0.2)
+    loc = locate_cell(out)
+    assert loc.found and loc.rbc_diameter is None
+    blank = np.full((100, 100, 3), 230, np.uint8)
+    assert tight(blank, 0.1) is blank  # no cell found: the image as it was
+
+
+def test_blur_is_sigma_micrometres():
+    image = np.zeros((81, 81, 3), np.uint8)
+    image[:, 40:] = 255  # a step edge: the blurred edge's derivative is the Gaussian
+    out = blur(image, 0.1, sigma_um=0.5).astype(np.float64)[40, :, 0]  # 5 px
+    profile = np.diff(out) / np.diff(out).sum()
+    x = np.arange(80) - 39.5
+    assert np.sqrt((profile * x**2).sum()) == pytest.approx(5.0, rel=0.1)
+
+
+def test_optical_density_gains_keep_white_and_scale_absorbance():
+    image = np.array([[[255, 255, 255], [95, 45, 140]]], np.uint8)
+    assert np.abs(optical_density(image, (1, 1, 1)).astype(int) - image).max() <= 1
+    pale, dark = optical_density(image, (0.6,) * 3), optical_density(image, (1.5,) * 3)
+    assert (pale[0, 0] == 255).all() and (dark[0, 0] == 255).all()  # the empty slide stays white
+    assert (pale[0, 1] > image[0, 1]).all() and (dark[0, 1] < image[0, 1]).all()
+    od = -np.log((image[0, 1].astype(float) + 1) / 256)
+    expected = 256 * np.exp(-od * np.array([1.3, 1.0, 0.7])) - 1
+    assert np.abs(optical_density(image, (1.3, 1.0, 0.7))[0, 1] - expected).max() <= 0.5
+    assert lamp(image, 0.1)[0, 0].tolist() == [230, 207, 172]  # 255 x 0.9 x (1, 0.9, 0.75)
+
+
+def write_source(tmp_path, n=3):
+    """A run's split_manifest.csv over a small folder: test images of two classes, one unreadable."""
+    rows = []
+    for folder in ("lymphocyte", "monocyte"):
+        for i in range(n):
+            path = tmp_path / "src" / folder / f"{folder[:2]}_{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(smear(rbc_d=60, n_rbc=10, size=(420, 420), cell=(210, 210), cell_d=110, seed=i)).save(path)
+            rows.append([path, folder.capitalize(), "test", "", ""])
+    broken = tmp_path / "src" / "monocyte" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    rows += [[broken, "Monocyte", "test", "", ""], [tmp_path / "src" / "x.jpg", "Monocyte", "train", "", ""]]
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "split_manifest.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["path", "label", "split", "content_key", "note"], *rows])
+    return run
+
+
+def test_write_shifted_sets_one_labelled_folder_per_shift(tmp_path):
+    from wbc.shifts import test_files
+
+    run = write_source(tmp_path)
+    files = test_files(run / "split_manifest.csv")
+    assert len(files) == 7 and {f for _, f in files} == {"lymphocyte", "monocyte"}  # test rows only
+    counts = write_shifted_sets(files, tmp_path / "out", ["none", "low_res", "jpeg"], um_per_px=0.1)
+    assert counts == {s: {"written": 6, "unreadable": 1} for s in ("none", "low_res", "jpeg")}
+    assert "broken.jpg" in (tmp_path / "out" / "unreadable.txt").read_text()
+    for shift in ("none", "low_res", "jpeg"):
+        assert sorted(p.name for p in (tmp_path / "out" / shift / "monocyte").iterdir()) == [
+            "mo_0.jpg",
+            "mo_1.jpg",
+            "mo_2.jpg",
+        ]
+    assert read_image(tmp_path / "out/low_res/lymphocyte/ly_0.jpg").shape == (210, 210, 3)
+    none, jpeg = (tmp_path / "out" / s / "lymphocyte" / "ly_0.jpg" for s in ("none", "jpeg"))
+    assert jpeg.stat().st_size < none.stat().st_size  # quality 20 against 95
+    with pytest.raises(ValueError, match="unknown shift.*choose from none, magnified"):
+        write_shifted_sets(files, tmp_path / "out2", ["sepia"])
+
+
+def test_script_writes_the_sets_and_prints_the_evaluation(tmp_path):
+    run = write_source(tmp_path, n=6)  # 12 readable images: enough red cells to measure the pixel size
+    cmd = [sys.executable, "scripts/shifted_sets.py", "--run", str(run), "--out", str(tmp_path / "sets"),
+           "--shifts", "none,pale"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "none: 12 images written, 1 unreadable" in proc.stdout
+    assert f"'datasets={{none: {tmp_path / 'sets' / 'none'}, pale: {tmp_path / 'sets' / 'pale'}}}'" in proc.stdout
+    assert set(SHIFTS) >= {p.name for p in (tmp_path / "sets").iterdir() if p.is_dir()} == {"none", "pale"}
+
+
+@pytest.mark.slow
+def test_script_evaluates_a_checkpoint_on_every_shift(trained_framed, tmp_path):
+    run_dir, _ = trained_framed
+    cmd = [sys.executable, "scripts/shifted_sets.py", "--run", str(run_dir), "--out", str(tmp_path / "sets"),
+           "--shifts", "none,tight,hue", "--ckpt", str(run_dir / "checkpoints/best.ckpt"), "--",
+           f"hydra.run.dir={tmp_path / 'eval'}", "tta=[false]", "bootstrap=20"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "eval" / "cross_dataset.json").read_text())["results"]
+    assert [r["name"] for r in results] == ["none", "tight", "hue"]
+    n_test = sum(1 for r in csv.DictReader(open(run_dir / "split_manifest.csv")) if r["split"] == "test")
+    assert all(r["images"] + r["errors"] == n_test for r in results)

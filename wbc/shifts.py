@@ -1,0 +1,182 @@
+"""Simulated lab differences: labelled copies of held-out images, each changed in one way that other labs' images
+differ from the training lab's, to see which difference a model does not survive before meeting a real lab.
+
+Each shift is one physical difference named after what causes it, at a fixed, stated strength (not tuned to any
+test set):
+
+* ``magnified``: a 1.4x stronger objective or camera adapter (cells 1.4x larger in pixels, a smaller field);
+* ``low_res``: half the pixels per micrometre (a lower objective or a coarser camera; small cells, as in LISC);
+* ``tight``: a tight box around the white cell (datasets that ship detector crops): no red cell left as a ruler;
+* ``blur``: defocus or a low-aperture objective, a Gaussian of 0.5 um (sigma; about twice a 0.5-NA objective's
+  own blur);
+* ``pale`` / ``dark``: thinner or thicker staining, every optical density times 0.6 / 1.5 (Beer-Lambert: the
+  absorbance of a dye layer is proportional to its amount);
+* ``hue``: another dye batch or staining protocol, the optical density of the red, green and blue channels
+  times 1.3, 1.0 and 0.7 (a redder/bluer balance of the two dyes);
+* ``lamp``: an unbalanced lamp and camera, red, green and blue gains 1.0, 0.9 and 0.75 and 10 % less light;
+* ``jpeg``: heavy compression, JPEG quality 20.
+
+:func:`write_shifted_sets` writes them as ``<out>/<shift>/<class folder>/<file>.jpg`` (quality 95, except
+``jpeg``) for ``scripts/cross_dataset.py``; ``none`` is the images re-encoded alone, the reference row.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from wbc.data.decode import ImageReadError, read_image
+from wbc.data.framing import locate_cell, measure_um_per_px
+
+WRITE_QUALITY = 95
+Shift = Callable[[np.ndarray, float], np.ndarray]  # (RGB uint8 image, its um per pixel) -> RGB uint8 image
+
+
+def magnified(image: np.ndarray, um_per_px: float, factor: float = 1.4) -> np.ndarray:
+    """The same camera behind a ``factor`` times stronger objective: the centre 1/factor of the field, enlarged
+    back to the image's size."""
+    h, w = image.shape[:2]
+    big = cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
+    y, x = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+    return np.ascontiguousarray(big[y : y + h, x : x + w])
+
+
+def low_res(image: np.ndarray, um_per_px: float, factor: float = 0.5) -> np.ndarray:
+    """The same field on ``factor`` times fewer pixels per axis (area-averaged, as a coarser sensor does)."""
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+
+def tight(image: np.ndarray, um_per_px: float, margin: float = 0.1) -> np.ndarray:
+    """The box of the located white cell with ``margin`` of its diameter on each side (the image unchanged when
+    no cell is found: a detector would not have shipped it either way)."""
+    loc = locate_cell(image)
+    if not loc.found:
+        return image
+    h, w = image.shape[:2]
+    half = loc.cell_diameter * (0.5 + margin)
+    x0, x1 = max(0, round(loc.centre[0] - half)), min(w, round(loc.centre[0] + half))
+    y0, y1 = max(0, round(loc.centre[1] - half)), min(h, round(loc.centre[1] + half))
+    return np.ascontiguousarray(image[y0:y1, x0:x1])
+
+
+def blur(image: np.ndarray, um_per_px: float, sigma_um: float = 0.5) -> np.ndarray:
+    """Defocus: a Gaussian of ``sigma_um`` micrometres."""
+    return cv2.GaussianBlur(image, (0, 0), sigma_um / um_per_px)
+
+
+def optical_density(image: np.ndarray, gains: Iterable[float]) -> np.ndarray:
+    """Every channel's optical density (-log of transmittance, white 255 = 0) times its gain: more or less of
+    the dyes, an empty slide stays white."""
+    od = -np.log((image.astype(np.float32) + 1) / 256)
+    out = 256 * np.exp(-od * np.asarray(list(gains), np.float32)) - 1
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def pale(image: np.ndarray, um_per_px: float) -> np.ndarray:
+    return optical_density(image, (0.6, 0.6, 0.6))
+
+
+def dark(image: np.ndarray, um_per_px: float) -> np.ndarray:
+    return optical_density(image, (1.5, 1.5, 1.5))
+
+
+def hue(image: np.ndarray, um_per_px: float) -> np.ndarray:
+    return optical_density(image, (1.3, 1.0, 0.7))
+
+
+def lamp(image: np.ndarray, um_per_px: float) -> np.ndarray:
+    """A warm, dimmer lamp without white balance: per-channel gains."""
+    gains = 0.9 * np.asarray((1.0, 0.9, 0.75), np.float32)
+    return np.clip(np.rint(image.astype(np.float32) * gains), 0, 255).astype(np.uint8)
+
+
+def none(image: np.ndarray, um_per_px: float) -> np.ndarray:
+    return image
+
+
+SHIFTS: dict[str, Shift] = {
+    "none": none,
+    "magnified": magnified,
+    "low_res": low_res,
+    "tight": tight,
+    "blur": blur,
+    "pale": pale,
+    "dark": dark,
+    "hue": hue,
+    "lamp": lamp,
+    "jpeg": none,  # the change is the encoding: written at JPEG_QUALITY
+}
+JPEG_QUALITY = 20
+
+
+def encode(image: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def test_files(manifest: str | Path, split: str = "test") -> list[tuple[Path, str]]:
+    """(file, class folder name) of one split of a run's split_manifest.csv; the class folder is the file's own
+    parent folder (PBC's and LISC's names map onto the classes by default)."""
+    with open(manifest, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    if not rows:
+        raise ValueError(f"{manifest}: no {split} rows")
+    return [(Path(r["path"]), Path(r["path"]).parent.name) for r in rows]
+
+
+def source_um_per_px(paths: Iterable[Path]) -> float:
+    """The pixel size of a source measured on its images' red cells; an error when too few have any."""
+    diameters = []
+    for path in paths:
+        try:
+            diameters.append(locate_cell(read_image(path)).rbc_diameter)
+        except ImageReadError:
+            continue
+    um_per_px = measure_um_per_px(diameters)
+    if um_per_px is None:
+        raise ValueError("too few images with measurable red cells to measure the pixel size: give um_per_px")
+    return um_per_px
+
+
+def write_shifted_sets(
+    files: list[tuple[Path, str]],
+    out: str | Path,
+    shifts: Iterable[str] = tuple(SHIFTS),
+    um_per_px: float | None = None,
+) -> dict[str, dict[str, int]]:
+    """One labelled folder per shift; returns per shift how many files were written and how many could not be
+    read (named in ``<out>/unreadable.txt``). ``um_per_px``: the source's pixel size (blur's scale); None
+    measures it on the red cells of up to 50 of the files (as scale framing does)."""
+    shifts = list(shifts)
+    unknown = [s for s in shifts if s not in SHIFTS]
+    if unknown:
+        raise ValueError(f"unknown shift(s) {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
+    out = Path(out)
+    if um_per_px is None:
+        um_per_px = source_um_per_px([p for p, _ in files[:50]])
+    counts = {s: {"written": 0, "unreadable": 0} for s in shifts}
+    unreadable = []
+    for path, folder in files:
+        try:
+            image = read_image(path)
+        except ImageReadError as err:
+            unreadable.append(f"{path}: {err}")
+            for s in shifts:
+                counts[s]["unreadable"] += 1
+            continue
+        for s in shifts:
+            target = out / s / folder / (path.stem + ".jpg")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            quality = JPEG_QUALITY if s == "jpeg" else WRITE_QUALITY
+            target.write_bytes(encode(SHIFTS[s](image, um_per_px), quality))
+            counts[s]["written"] += 1
+    if unreadable:
+        (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
+    return counts
