@@ -30,7 +30,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a run folder (its split_manifest.csv names the test images)")
     parser.add_argument("--out", default="outputs/shifted")
-    parser.add_argument("--shifts", default=",".join(SHIFTS), help=f"comma-separated, of {', '.join(SHIFTS)}")
+    parser.add_argument(
+        "--shifts", default=",".join(SHIFTS), help=f"comma-separated, of {', '.join(SHIFTS)}; a+b combines two"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--um-per-px", type=float, default=None, help="the images' pixel size (default: measured)")
     parser.add_argument("--ckpt", default=None, help="evaluate this checkpoint on every shifted set")

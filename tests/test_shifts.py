@@ -16,7 +16,7 @@ from tests.data.test_framing import smear
 from tests.helpers import REPO_ROOT
 from wbc.data.decode import read_image
 from wbc.data.framing import locate_cell
-from wbc.shifts import SHIFTS, blur, lamp, low_res, magnified, optical_density, tight, write_shifted_sets
+from wbc.shifts import SHIFTS, apply, blur, lamp, low_res, magnified, optical_density, tight, write_shifted_sets
 
 
 def field():
@@ -70,6 +70,13 @@ def test_optical_density_gains_keep_white_and_scale_absorbance():
     assert lamp(image, 0.1)[0, 0].tolist() == [230, 207, 172]  # 255 x 0.9 x (1, 0.9, 0.75)
 
 
+def test_shifts_combine_left_to_right():
+    image = field()
+    both = apply("tight+low_res", image, 0.1)
+    np.testing.assert_array_equal(both, low_res(tight(image, 0.1), 0.1))
+    assert both.shape[0] == pytest.approx(tight(image, 0.1).shape[0] / 2, abs=1)
+
+
 def write_source(tmp_path, n=3):
     """A run's split_manifest.csv over a small folder: test images of two classes, one unreadable."""
     rows = []
@@ -107,8 +114,9 @@ def test_write_shifted_sets_one_labelled_folder_per_shift(tmp_path):
     assert read_image(tmp_path / "out/low_res/lymphocyte/ly_0.jpg").shape == (210, 210, 3)
     none, jpeg = (tmp_path / "out" / s / "lymphocyte" / "ly_0.jpg" for s in ("none", "jpeg"))
     assert jpeg.stat().st_size < none.stat().st_size  # quality 20 against 95
-    with pytest.raises(ValueError, match="unknown shift.*choose from none, magnified"):
-        write_shifted_sets(files, tmp_path / "out2", ["sepia"])
+    for bad in ("sepia", "tight+sepia"):
+        with pytest.raises(ValueError, match="unknown shift.*choose from none, magnified"):
+            write_shifted_sets(files, tmp_path / "out2", [bad])
 
 
 def test_script_writes_the_sets_and_prints_the_evaluation(tmp_path):

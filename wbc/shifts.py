@@ -17,7 +17,8 @@ test set):
 * ``jpeg``: heavy compression, JPEG quality 20.
 
 :func:`write_shifted_sets` writes them as ``<out>/<shift>/<class folder>/<file>.jpg`` (quality 95, except
-``jpeg``) for ``scripts/cross_dataset.py``; ``none`` is the images re-encoded alone, the reference row.
+``jpeg``) for ``scripts/cross_dataset.py``; ``none`` is the images re-encoded alone, the reference row. Shifts
+combine with ``+``, applied left to right: ``tight+blur`` is a blurred detector crop.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ SHIFTS: dict[str, Shift] = {
 JPEG_QUALITY = 20
 
 
+def apply(name: str, image: np.ndarray, um_per_px: float) -> np.ndarray:
+    """The shift ``name`` (``a+b``: a, then b) of one image; JPEG compression is the writer's."""
+    for part in name.split("+"):
+        image = SHIFTS[part](image, um_per_px)
+    return image
+
+
 def encode(image: np.ndarray, quality: int) -> bytes:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -155,7 +163,7 @@ def write_shifted_sets(
     read (named in ``<out>/unreadable.txt``). ``um_per_px``: the source's pixel size (blur's scale); None
     measures it on the red cells of up to 50 of the files (as scale framing does)."""
     shifts = list(shifts)
-    unknown = [s for s in shifts if s not in SHIFTS]
+    unknown = [s for s in shifts if any(part not in SHIFTS for part in s.split("+"))]
     if unknown:
         raise ValueError(f"unknown shift(s) {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
     out = Path(out)
@@ -174,8 +182,8 @@ def write_shifted_sets(
         for s in shifts:
             target = out / s / folder / (path.stem + ".jpg")
             target.parent.mkdir(parents=True, exist_ok=True)
-            quality = JPEG_QUALITY if s == "jpeg" else WRITE_QUALITY
-            target.write_bytes(encode(SHIFTS[s](image, um_per_px), quality))
+            quality = JPEG_QUALITY if "jpeg" in s.split("+") else WRITE_QUALITY
+            target.write_bytes(encode(apply(s, image, um_per_px), quality))
             counts[s]["written"] += 1
     if unreadable:
         (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
