@@ -28,8 +28,13 @@ RBC_DIAMETER_UM = 7.5  # a normal red cell; the median over a field is the ruler
 TYPICAL_CELL_UM = 12.0  # a neutrophil: `cell` framing gives a typical cell the size `scale` would
 DEFAULT_FIELD_UM = 30.0  # the side of a `scale` crop: a 20 um monocyte fits with margin
 ANALYSIS_SIDE = 192  # detection runs on a copy whose shorter side is this (speed; sizes are scaled back)
-LOCATOR_VERSION = 1  # bump when locate_cell's results change
+LOCATOR_VERSION = 2  # bump when locate_cell's results change (2: tight crops retried on a padded slide; red
+# cells under MIN_RBC_TO_CELL of the white cell left out)
 MIN_RBC = 2  # red cells measured in one image before its median diameter counts
+# A red cell (7.5 um) is never smaller than a quarter of a white cell's diameter (at most about 20 um, a monocyte;
+# 30 um for the cell mask's generous outline): smaller stained objects are platelets (2-3 um), granules or the
+# slivers of red cells cut by a crop's edge
+MIN_RBC_TO_CELL = 0.25
 PADDING_LEVEL = 20  # pixels darker than this in every channel are padding (black bands of cropped fields)
 
 
@@ -90,7 +95,49 @@ def _disc(radius: float) -> np.ndarray:
 
 def locate_cell(image: np.ndarray) -> CellLocation:
     """Find the white cell of an RGB uint8 image (the nucleus nearest the centre, and the cell around it) and
-    measure the red cells of the field."""
+    measure the red cells of the field.
+
+    A tight crop (a box around the white cell, as detectors ship them) has almost no slide, so the three stain
+    classes that the thresholds separate (slide, cytoplasm and red cells, nucleus) are not all there and the
+    nucleus does not stand out. When nothing is found the image is looked at once more, set in the middle of
+    a slide of its own border's colour three times its size: the field a tight crop was cut from, without its
+    red cells (and without their measurement: the crop's edges cut them)."""
+    loc = _locate(image)
+    if loc.found or min(image.shape[:2]) < 16:
+        return loc
+    h, w = image.shape[:2]
+    pad = max(h, w)
+    fill = _border_colour(image)
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+    again = _locate(padded)
+    if not again.found:
+        return loc
+    s = again.analysis_scale
+    y0, x0 = round(pad * s), round(pad * s)
+    y1, x1 = y0 + max(1, round(h * s)), x0 + max(1, round(w * s))
+    return CellLocation(  # no red-cell ruler: the crop's edges cut its red cells, which the slide now hides
+        found=True,
+        centre=(again.centre[0] - pad, again.centre[1] - pad),
+        cell_diameter=again.cell_diameter,
+        background=tuple(int(v) for v in fill),
+        nucleus_mask=again.nucleus_mask[y0:y1, x0:x1],
+        cell_mask=again.cell_mask[y0:y1, x0:x1],
+        analysis_scale=s,
+    )
+
+
+def _border_colour(image: np.ndarray) -> tuple[int, int, int]:
+    """The slide's colour as a tight crop's border shows it: the median of the brighter half of its border
+    pixels (the corners of a box around a round cell are slide), padding bands left out."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.int32)
+    border = border[border.max(axis=1) > PADDING_LEVEL]
+    if len(border) == 0:
+        return (255, 255, 255)
+    bright = border[border.sum(axis=1) >= np.median(border.sum(axis=1))]
+    return tuple(int(v) for v in np.median(bright, axis=0))
+
+
+def _locate(image: np.ndarray) -> CellLocation:
     h, w = image.shape[:2]
     scale = min(1.0, ANALYSIS_SIDE / min(h, w))
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -144,6 +191,7 @@ def locate_cell(image: np.ndarray) -> CellLocation:
 
     others = stained.astype(bool) & ~cv2.dilate(cell, _disc(2 * unit)).astype(bool) & (purple <= t_high)
     rbc = _red_cell_radii(others, valid)
+    rbc = rbc[2 * rbc >= MIN_RBC_TO_CELL * cell_d]  # granules, platelets and slivers of cut cells are no ruler
     rbc_d = 2 * float(np.median(rbc)) if len(rbc) >= MIN_RBC else None
     return CellLocation(
         found=True,
@@ -233,11 +281,13 @@ def crop_square(image: np.ndarray, centre: tuple[float, float], side: float, fil
 
 def measure_um_per_px(rbc_diameters: Sequence[float | None], min_cells: int = 5) -> float | None:
     """One pixel size for a source (one microscope, one camera): 7.5 um over the median of the per-image
-    red-cell diameters. None when fewer than ``min_cells`` images had measurable red cells."""
+    red-cell diameters, once the values under 0.6 of their median are left out (an image whose only
+    measurable objects were fragments or cut cells: at a higher magnification a field holds few whole red
+    cells). None when fewer than ``min_cells`` images had measurable red cells."""
     d = np.asarray([v for v in rbc_diameters if v], np.float64)
     if len(d) < min_cells:
         return None
-    return RBC_DIAMETER_UM / float(np.median(d))
+    return RBC_DIAMETER_UM / float(np.median(d[d >= 0.6 * np.median(d)]))
 
 
 @dataclass(frozen=True)
