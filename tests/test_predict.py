@@ -417,3 +417,29 @@ def test_gradcam_layer_and_map_by_hand(name):
         assert other.shape == (2, 32, 32) and other.min() >= 0 and other.max() <= 1 + 1e-6
     with pytest.raises(ValueError, match="gradcam_method must be one of"):
         GradCAM(model, "saliency")
+
+
+def test_folder_pixel_size_from_red_cells_else_from_white_cells(tmp_path):
+    """Red cells measure a folder's pixel size; a folder of crops without red cells is measured on its white
+    cells against the training cells' median diameter (train_cell_um), which keeps relative sizes: the same
+    cells at twice the pixels get half the pixel size. Without that ruler, no pixel size."""
+    from tests.data.test_framing import smear
+    from wbc.predict import measure_folder_um_per_px
+
+    def folder(name, k, n_rbc):
+        paths = []
+        for i, d in enumerate((100, 110, 120, 130, 140, 120)):
+            image = smear(size=(360 * k, 360 * k), cell=(180 * k, 180 * k), cell_d=d * k, rbc_d=60 * k, n_rbc=n_rbc)
+            paths.append(tmp_path / name / f"{i}.png")
+            paths[-1].parent.mkdir(exist_ok=True)
+            Image.fromarray(image).save(paths[-1])
+        return paths
+
+    with_rbc, how = measure_folder_um_per_px(folder("rbc", 1, 6), threads=1, cell_um=15.0)
+    assert with_rbc == pytest.approx(7.5 / 60, rel=0.12) and "red cells" in how
+    one, how = measure_folder_um_per_px(folder("x1", 1, 0), threads=1, cell_um=15.0)
+    two, _ = measure_folder_um_per_px(folder("x2", 2, 0), threads=1, cell_um=15.0)
+    assert one == pytest.approx(15.0 / 120, rel=0.15) and "white cells" in how
+    assert two == pytest.approx(one / 2, rel=0.05)
+    none, how = measure_folder_um_per_px(folder("x1", 1, 0), threads=1)
+    assert none is None and "each image framed by its own cell" in how

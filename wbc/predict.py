@@ -24,7 +24,7 @@ import torch
 
 from wbc.adapt import AdaptationError
 from wbc.data.decode import DEFAULT_MAX_PIXELS, is_image_file, read_image
-from wbc.data.framing import locate_cell, measure_um_per_px
+from wbc.data.framing import CellLocation, locate_cell, measure_um_per_px, median_cell_um
 from wbc.data.sources import ClassMapping, pbc_class_map, walk_files
 from wbc.errors import UserError
 from wbc.predictor import CheckpointError, Predictor, iterate_batches, load_checkpoint  # noqa: F401  (re-exported)
@@ -51,21 +51,38 @@ def list_inputs(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
 
 
 def measure_folder_um_per_px(
-    files: Sequence[Path], threads: int = 2, max_images: int = 256, max_pixels: int | None = DEFAULT_MAX_PIXELS
-) -> float | None:
-    """The pixel size of a folder's images (one microscope and camera), from the red cells of up to
-    ``max_images`` of them spread over the folder; None when too few red cells are measurable."""
+    files: Sequence[Path],
+    threads: int = 2,
+    max_images: int = 256,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    cell_um: float | None = None,
+) -> tuple[float | None, str]:
+    """The pixel size of a folder's images (one microscope and camera) and what measured it: the red cells of
+    up to ``max_images`` of them spread over the folder; when too few red cells are measurable (tight crops)
+    and ``cell_um`` is given, the white cells: their median diameter is taken to be ``cell_um``, the training
+    cells' (which assumes a class mix not far from the training set's; it keeps a large cell larger than a small
+    one, which framing each cell by its own size does not). (None, why) when neither measures it."""
     images = [f for f in files if is_image_file(f)]
     step = max(1, len(images) // max_images)
 
-    def rbc(path: Path) -> float | None:
+    def locate(path: Path) -> CellLocation | None:
         try:
-            return locate_cell(read_image(path, max_pixels=max_pixels)).rbc_diameter
+            return locate_cell(read_image(path, max_pixels=max_pixels))
         except Exception:  # unreadable files get their error row later
             return None
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        return measure_um_per_px(list(pool.map(rbc, images[::step][:max_images])))
+        located = [loc for loc in pool.map(locate, images[::step][:max_images]) if loc is not None]
+    um_per_px = measure_um_per_px([loc.rbc_diameter for loc in located])
+    if um_per_px is not None:
+        return um_per_px, "measured on the input's red cells"
+    px = median_cell_um(located, 1.0)
+    if cell_um and px:
+        return (
+            cell_um / px,
+            f"too few red cells: the input's white cells, median diameter {px:.0f} px = {cell_um:.1f} um",
+        )
+    return None, "too few red cells measurable (and no white-cell ruler): each image framed by its own cell"
 
 
 def input_um_per_px(
@@ -76,12 +93,14 @@ def input_um_per_px(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> float | None:
     """The pixel size scale framing uses for ``files``: ``given`` when set, else measured on their red cells
-    (one microscope per call); None for other framings, or when too few red cells are measurable (then each
-    image is measured alone, or falls back to cell framing)."""
+    (one microscope per call), else on their white cells against the checkpoint's ``train_cell_um``; None for
+    other framings, or when neither measures it (then each image is measured alone, or falls back to cell
+    framing)."""
     if given is not None or predictor.preprocessor.framing.method != "scale":
         return given
-    um_per_px = measure_folder_um_per_px(files, threads, max_pixels=max_pixels)
-    log.info("scale framing: %s um per pixel, measured on the input's red cells", um_per_px and f"{um_per_px:.4f}")
+    cell_um = predictor.model.hparams.get("preprocessing", {}).get("train_cell_um")
+    um_per_px, how = measure_folder_um_per_px(files, threads, max_pixels=max_pixels, cell_um=cell_um)
+    log.info("scale framing: %s um per pixel, %s", um_per_px and f"{um_per_px:.4f}", how)
     return um_per_px
 
 

@@ -96,6 +96,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "sr": {k: sr_state[k] for k in ("method", "scale", "backend", "arch", "native")},
             **datamodule.preprocessor.describe(),
             "train_um_per_px": datamodule.um_per_px,
+            "train_cell_um": datamodule.cell_um,  # the white-cell ruler of folders without red cells (predict.py)
         },
     )
     model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)

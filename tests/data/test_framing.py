@@ -17,6 +17,7 @@ from wbc.data.framing import (
     crop_square,
     locate_cell,
     measure_um_per_px,
+    median_cell_um,
 )
 from wbc.data.pipeline import is_grey
 
@@ -161,6 +162,14 @@ def test_measure_um_per_px_is_the_median_and_needs_enough_images():
     # images whose only measurable objects were fragments (under 0.6 of the median) do not pull it down:
     # the median of all seven is 68, of the four whole-cell values 70.5
     assert measure_um_per_px([70, 72, 68, 20, 22, 25, 71]) == pytest.approx(RBC_DIAMETER_UM / 70.5)
+
+
+def test_median_cell_um_over_found_cells():
+    from wbc.data.framing import CellLocation
+
+    located = [CellLocation(True, cell_diameter=d) for d in (100, 120, 140, 160, 110)] + [CellLocation(False)] * 3
+    assert median_cell_um(located, 0.1) == pytest.approx(12.0)  # the median of the five found: 120 px
+    assert median_cell_um(located, None) is None and median_cell_um(located[1:], 0.1) is None  # under five
 
 
 def test_unknown_framing_is_refused():

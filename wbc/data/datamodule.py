@@ -23,6 +23,7 @@ from wbc.data.framing import (
     locate_cell,
     location_overlay,
     measure_um_per_px,
+    median_cell_um,
 )
 from wbc.data.loaders import ArrayDataset, EpochSampler, ShardSampler, build_augmentation
 from wbc.data.pipeline import DataSource, Preprocessor
@@ -85,6 +86,7 @@ class WBCDataModule(L.LightningDataModule):
             image_size, lr_scale, restorer, Framing(framing, field_um), build_stain(stain), enlarger=native
         )
         self.um_per_px: float | None = getattr(source, "um_per_px", None)  # scale framing: given, or measured
+        self.cell_um: float | None = None  # scale framing: the training cells' median diameter as located, in um
         self.framing_used: dict[str, str] = {}  # content key -> framing applied (after fallbacks)
         self.framing_notes: dict[str, str] = {}  # content key -> why it differs from data.framing
         self.small_crops: set[str] = set()  # content keys framed at fewer pixels than S (native SR enlarges them)
@@ -189,6 +191,8 @@ class WBCDataModule(L.LightningDataModule):
                     log.info(
                         "framing=scale: %.4f um per pixel, measured on the training images' red cells", self.um_per_px
                     )
+            train = [loc for k, loc in zip(keys, self._locations, strict=True) if k in train_keys and loc]
+            self.cell_um = median_cell_um(train, self.um_per_px)
         array, meta = builder.references(self.um_per_px, self._locations)
         self._builder = builder
         self.small_crops = set(meta.get("small", []))

@@ -290,6 +290,13 @@ def measure_um_per_px(rbc_diameters: Sequence[float | None], min_cells: int = 5)
     return RBC_DIAMETER_UM / float(np.median(d[d >= 0.6 * np.median(d)]))
 
 
+def median_cell_um(locations: Sequence[CellLocation], um_per_px: float | None, min_cells: int = 5) -> float | None:
+    """The median diameter of the located white cells in micrometres (the locator's own outline, so that a
+    folder measured the same way compares with it); None without a pixel size or with fewer than ``min_cells``."""
+    d = [loc.cell_diameter for loc in locations if loc.found]
+    return float(np.median(d)) * um_per_px if um_per_px and len(d) >= min_cells else None
+
+
 @dataclass(frozen=True)
 class Framing:
     """The framing step: ``method`` (centre, cell or scale) and the field's side in micrometres (``field_um``;
