@@ -114,6 +114,12 @@ def test_write_shifted_sets_one_labelled_folder_per_shift(tmp_path):
     assert read_image(tmp_path / "out/low_res/lymphocyte/ly_0.jpg").shape == (210, 210, 3)
     none, jpeg = (tmp_path / "out" / s / "lymphocyte" / "ly_0.jpg" for s in ("none", "jpeg"))
     assert jpeg.stat().st_size < none.stat().st_size  # quality 20 against 95
+    # blur needs the pixel size: measured on red cells (these drawn cells' are measurable), or an error
+    blank = tmp_path / "blank.jpg"
+    Image.fromarray(np.full((64, 64, 3), 230, np.uint8)).save(blank)
+    with pytest.raises(ValueError, match="blur needs the images' pixel size"):
+        write_shifted_sets([(blank, "monocyte")] * 6, tmp_path / "out3", ["blur"])
+    assert write_shifted_sets([(blank, "monocyte")], tmp_path / "out4", ["pale"])["pale"]["written"] == 1
     for bad in ("sepia", "tight+sepia"):
         with pytest.raises(ValueError, match="unknown shift.*choose from none, magnified"):
             write_shifted_sets(files, tmp_path / "out2", [bad])
@@ -132,10 +138,10 @@ def test_script_writes_the_sets_and_prints_the_evaluation(tmp_path):
 
 @pytest.mark.slow
 def test_script_evaluates_a_checkpoint_on_every_shift(trained_framed, tmp_path):
-    run_dir, _ = trained_framed
+    run_dir, class_map = trained_framed  # the fixture's folder names, mapped onto the classes
     cmd = [sys.executable, "scripts/shifted_sets.py", "--run", str(run_dir), "--out", str(tmp_path / "sets"),
            "--shifts", "none,tight,hue", "--ckpt", str(run_dir / "checkpoints/best.ckpt"), "--",
-           f"hydra.run.dir={tmp_path / 'eval'}", "tta=[false]", "bootstrap=20"]  # fmt: skip
+           f"hydra.run.dir={tmp_path / 'eval'}", "tta=[false]", "bootstrap=20", f"class_map={class_map}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "eval" / "cross_dataset.json").read_text())["results"]

@@ -34,7 +34,7 @@ from wbc.data.decode import ImageReadError, read_image
 from wbc.data.framing import locate_cell, measure_um_per_px
 
 WRITE_QUALITY = 95
-Shift = Callable[[np.ndarray, float], np.ndarray]  # (RGB uint8 image, its um per pixel) -> RGB uint8 image
+Shift = Callable[[np.ndarray, float | None], np.ndarray]  # (RGB uint8 image, its um per pixel) -> RGB uint8 image
 
 
 def magnified(image: np.ndarray, um_per_px: float, factor: float = 1.4) -> np.ndarray:
@@ -149,7 +149,7 @@ def source_um_per_px(paths: Iterable[Path]) -> float:
             continue
     um_per_px = measure_um_per_px(diameters)
     if um_per_px is None:
-        raise ValueError("too few images with measurable red cells to measure the pixel size: give um_per_px")
+        raise ValueError("blur needs the images' pixel size, and too few have measurable red cells: give it")
     return um_per_px
 
 
@@ -161,13 +161,13 @@ def write_shifted_sets(
 ) -> dict[str, dict[str, int]]:
     """One labelled folder per shift; returns per shift how many files were written and how many could not be
     read (named in ``<out>/unreadable.txt``). ``um_per_px``: the source's pixel size (blur's scale); None
-    measures it on the red cells of up to 50 of the files (as scale framing does)."""
+    measures it on the red cells of up to 50 of the files (as scale framing does) when a blur is asked for."""
     shifts = list(shifts)
     unknown = [s for s in shifts if any(part not in SHIFTS for part in s.split("+"))]
     if unknown:
         raise ValueError(f"unknown shift(s) {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
     out = Path(out)
-    if um_per_px is None:
+    if um_per_px is None and any("blur" in s.split("+") for s in shifts):
         um_per_px = source_um_per_px([p for p, _ in files[:50]])
     counts = {s: {"written": 0, "unreadable": 0} for s in shifts}
     unreadable = []
