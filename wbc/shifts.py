@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from wbc.data.decode import ImageReadError, read_image
-from wbc.data.framing import locate_cell, measure_um_per_px
+from wbc.data.framing import locate_cell
 
 WRITE_QUALITY = 95
 Shift = Callable[[np.ndarray, float | None], np.ndarray]  # (RGB uint8 image, its um per pixel) -> RGB uint8 image
@@ -139,20 +139,6 @@ def test_files(manifest: str | Path, split: str = "test") -> list[tuple[Path, st
     return [(Path(r["path"]), Path(r["path"]).parent.name) for r in rows]
 
 
-def source_um_per_px(paths: Iterable[Path]) -> float:
-    """The pixel size of a source measured on its images' red cells; an error when too few have any."""
-    diameters = []
-    for path in paths:
-        try:
-            diameters.append(locate_cell(read_image(path)).rbc_diameter)
-        except ImageReadError:
-            continue
-    um_per_px = measure_um_per_px(diameters)
-    if um_per_px is None:
-        raise ValueError("blur needs the images' pixel size, and too few have measurable red cells: give it")
-    return um_per_px
-
-
 def write_shifted_sets(
     files: list[tuple[Path, str]],
     out: str | Path,
@@ -168,7 +154,11 @@ def write_shifted_sets(
         raise ValueError(f"unknown shift(s) {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
     out = Path(out)
     if um_per_px is None and any("blur" in s.split("+") for s in shifts):
-        um_per_px = source_um_per_px([p for p, _ in files[:50]])
+        from wbc.predict import measure_folder_um_per_px  # the pixel size as predict.py measures a folder's
+
+        um_per_px, _ = measure_folder_um_per_px([p for p, _ in files], threads=1, max_images=50)
+        if um_per_px is None:
+            raise ValueError("blur needs the images' pixel size, and too few have measurable red cells: give it")
     counts = {s: {"written": 0, "unreadable": 0} for s in shifts}
     unreadable = []
     for path, folder in files:

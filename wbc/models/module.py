@@ -138,8 +138,9 @@ class WBCClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         _, probs = self._step(batch, self.test_metrics, "test")
         parts = {"probs": probs, "target": batch[1], "index": batch[2]}
-        if self.test_tta:
-            parts["probs_tta"] = torch.stack([self(v).float().softmax(1) for v in symmetry_views(batch[0])]).mean(0)
+        if self.test_tta:  # the first symmetry view is the image itself, scored above
+            views = symmetry_views(batch[0])[1:]
+            parts["probs_tta"] = torch.stack([probs, *(self(v).float().softmax(1) for v in views)]).mean(0)
             self.test_tta_metrics.update(parts["probs_tta"], batch[1])
         for name, value in parts.items():
             self._test_parts.setdefault(name, []).append(value.detach())
