@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from wbc.crossdata import bootstrap, evaluate_folder, headline, run
+from wbc.crossdata import SAME_CELL_RMS, bootstrap, evaluate_folder, headline, run, same_cell_groups, thumbnails
 from wbc.predict import Predictor
 
 
@@ -41,6 +41,42 @@ def test_bootstrap_interval_holds_the_estimate():
     for key in ("accuracy", "f1_macro", "ece"):
         assert ci[key][0] <= point[key] <= ci[key][1]
         assert ci[key][1] - ci[key][0] < 0.2
+
+
+def test_same_cell_groups_join_crops_of_one_cell_only():
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    # cell 0 three times (once exactly, once with noise of 2 grey levels), cell 1 twice, cell 2 once
+    noisy = np.clip(cells[0] + rng.normal(0, 2, cells[0].shape), 0, 255).astype(np.uint8)
+    images = np.stack([cells[0], cells[1], noisy, cells[2], cells[0], cells[1]])
+    groups = same_cell_groups(thumbnails(images))
+    assert groups[0] == groups[2] == groups[4] and groups[1] == groups[5]
+    assert len({groups[0], groups[1], groups[3]}) == 3
+    # a uniform difference just over / under the threshold separates / joins two images (thumbnails keep it)
+    base = np.full((2, 64, 64, 3), 100, np.uint8)
+    base[1] += int(SAME_CELL_RMS) + 1
+    assert len(set(same_cell_groups(thumbnails(base)))) == 2
+    base[1] = 100 + int(SAME_CELL_RMS) - 1
+    assert len(set(same_cell_groups(thumbnails(base)))) == 1
+    assert same_cell_groups(np.zeros((0, 768), np.float32)).shape == (0,)
+
+
+def test_cluster_bootstrap_counts_copies_of_a_cell_once():
+    # 150 cells, 80 % right; each cell copied 5 times. Resampling images treats the copies as evidence and
+    # narrows the interval by about sqrt(5); resampling cells gives the width of the 150 cells alone.
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 150)
+    probs = np.eye(3)[np.where(rng.random(150) < 0.8, y, (y + 1) % 3)] * 0.7 + 0.1
+    copies = np.repeat(np.arange(150), 5)
+
+    def width(ci):
+        return ci["accuracy"][1] - ci["accuracy"][0]
+
+    alone = width(bootstrap(y, probs, 3, n_boot=400))
+    by_image = width(bootstrap(y[copies], probs[copies], 3, n_boot=400))
+    by_cell = width(bootstrap(y[copies], probs[copies], 3, n_boot=400, groups=copies))
+    assert by_cell == pytest.approx(alone, rel=0.2)
+    assert by_image == pytest.approx(alone / 5**0.5, rel=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +113,7 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
             "tta": [False, True],
             "um_per_px": None,
             "bootstrap": 50,
+            "same_cell": True,
             "batch_size": 16,
             "decode_threads": 1,
             "device": "cpu",
@@ -93,6 +130,7 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
     for r, row in zip(results, rows, strict=True):
         assert float(row["f1_macro"]) == pytest.approx(r["metrics"]["f1_macro"])
         assert r["ci95"]["f1_macro"][0] <= r["metrics"]["f1_macro"] <= r["ci95"]["f1_macro"][1]
+        assert 0 < r["cells"] <= r["images"] and int(row["cells"]) == r["cells"]
     assert (tmp_path / "cross_dataset.md").read_text().count("| mine |") == 4
     assert (tmp_path / "cross_dataset.png").stat().st_size > 0
 
@@ -108,6 +146,7 @@ def test_cross_dataset_command_refuses_a_missing_folder(labelled, tmp_path):
             "tta": False,
             "um_per_px": None,
             "bootstrap": 10,
+            "same_cell": True,
             "batch_size": 16,
             "decode_threads": 1,
             "device": "cpu",

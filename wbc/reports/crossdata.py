@@ -16,26 +16,29 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
     out.mkdir(parents=True, exist_ok=True)
     cols = ["accuracy", "f1_macro", *[f"recall/{c}" for c in range(len(class_names))], "ece"]
     heads = ["accuracy", "macro-F1", *[f"recall {n}" for n in class_names], "ECE"]
-    lines = [f"# {title}", "", "| dataset | adapt_bn | tta | images | " + " | ".join(heads) + " |"]
+    lines = [f"# {title}", "", "| dataset | adapt_bn | tta | images (cells) | " + " | ".join(heads) + " |"]
     lines.append("|" + "---|" * (4 + len(heads)))
     rows = []
     for r in results:
         m, ci = r.get("metrics", {}), r.get("ci95", {})
-        cells = [_cell(m.get(k), ci.get(k)) for k in cols]
+        values = [_cell(m.get(k), ci.get(k)) for k in cols]
+        cells = r.get("cells", r["images"])
         lines.append(
-            f"| {r['name']} | {_yes(r['adapt_bn'])} | {_yes(r.get('tta'))} | {r['images']} | "
-            + " | ".join(cells)
+            f"| {r['name']} | {_yes(r['adapt_bn'])} | {_yes(r.get('tta'))} | {r['images']} ({cells}) | "
+            + " | ".join(values)
             + " |"
         )
-        rows.append([r["name"], r["adapt_bn"], bool(r.get("tta")), r["images"], *[m.get(k) for k in cols]])
+        rows.append([r["name"], r["adapt_bn"], bool(r.get("tta")), r["images"], cells, *[m.get(k) for k in cols]])
     lines += [
         "",
-        "Values with bootstrap 95 % intervals over images (1,000 resamples); macro-F1 averages the classes "
-        "present in each folder; ECE: 15 equal-width confidence bins, after the checkpoint's temperature.",
+        "Values over all images, with bootstrap 95 % intervals (1,000 resamples) over cells: crops that frame to "
+        "the same picture (several crops of one cell) are resampled together, so that they count as one cell's "
+        "evidence; macro-F1 averages the classes present in each folder; ECE: 15 equal-width confidence bins, "
+        "after the checkpoint's temperature.",
     ]
     (out / "cross_dataset.md").write_text("\n".join(lines) + "\n")
     with (out / "cross_dataset.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([["dataset", "adapt_bn", "tta", "images", *cols], *rows])
+        csv.writer(f).writerows([["dataset", "adapt_bn", "tta", "images", "cells", *cols], *rows])
     save_figure(plot_cross_dataset(results), out / "cross_dataset.png")
 
 
