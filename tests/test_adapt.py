@@ -33,3 +33,23 @@ def test_too_few_images_are_refused_and_leave_the_model_unchanged():
         adapt_batchnorm(net, torch.randn(20, 3, 8, 8).split(10))
     for k, v in net.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+def test_named_layers_only_are_re_estimated():
+    net = network().eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    target = torch.randn(64, 3, 8, 8) * 2 + 3
+    assert adapt_batchnorm(net, target.split(32), layers=["0"]) == 64
+    torch.testing.assert_close(net[0].running_mean, target.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    # the deeper batch norm ("2") keeps the training statistics, though its input changed
+    torch.testing.assert_close(net[2].running_mean, before["2.running_mean"])
+    torch.testing.assert_close(net[2].running_var, before["2.running_var"])
+
+
+def test_a_prefix_that_names_no_batch_norm_is_refused_with_the_names_there_are():
+    net = network().eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(AdaptationError, match=r"layer9 name no batch-norm layer.*0, 2"):
+        adapt_batchnorm(net, torch.randn(64, 3, 8, 8).split(32), layers=["0", "layer9"])
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k])

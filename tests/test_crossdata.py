@@ -96,7 +96,9 @@ def test_evaluate_folder_leaves_the_predictor_as_it_was(labelled):
         torch.testing.assert_close(v, before[k])
     assert plain["images"] == both["images"] == 64 and plain["errors"] == 0
     assert (plain["adapt_bn"], plain["tta"], both["adapt_bn"], both["tta"]) == (False, False, True, True)
-    assert both["adapted_on"] == 64
+    assert both["adapted_on"] == 64 and both["adapted_layers"] is None  # auto: the checkpoint names none, all
+    first = evaluate_folder(predictor, folder, class_map, adapt_bn=True, n_boot=50, adapt_layers=["net.features.1"])
+    assert first["adapted_layers"] == ["net.features.1"] and first["metrics"] != plain["metrics"]
     # the same images, predicted again without AdaBN and TTA, give the same figures: nothing leaked
     again = evaluate_folder(predictor, folder, class_map, n_boot=50)
     assert again["metrics"] == plain["metrics"]
@@ -114,6 +116,7 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
             "um_per_px": None,
             "bootstrap": 50,
             "same_cell": True,
+            "adapt_bn_layers": "auto",
             "batch_size": 16,
             "decode_threads": 1,
             "device": "cpu",
@@ -147,6 +150,7 @@ def test_cross_dataset_command_refuses_a_missing_folder(labelled, tmp_path):
             "um_per_px": None,
             "bootstrap": 10,
             "same_cell": True,
+            "adapt_bn_layers": "auto",
             "batch_size": 16,
             "decode_threads": 1,
             "device": "cpu",

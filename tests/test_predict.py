@@ -34,6 +34,7 @@ def predict_cfg(out: Path, ckpt: Path, input_path, **kw):
         "trust_checkpoint": False,
         "adapt_bn": False,
         "adapt_min_images": 32,
+        "adapt_bn_layers": "auto",
         "um_per_px": None,
         "review_confidence": 0.6,
     }
@@ -360,6 +361,11 @@ def test_adapt_bn_needs_enough_images_and_changes_predictions(trained, tmp_path)
     adapted = [r["confidence"] for r in read_rows(tmp_path / "o2/predictions.csv")]
     plain = [r["confidence"] for r in read_rows(tmp_path / "o3/predictions.csv")]
     assert adapted != plain
+    # the first batch norm only: other predictions again; a name that is not a layer of the network: refused
+    assert run(predict_cfg(tmp_path / "o4", ckpt, data, adapt_bn=True, adapt_bn_layers=["net.features.1"])) == 0
+    stem = [r["confidence"] for r in read_rows(tmp_path / "o4/predictions.csv")]
+    assert stem not in (plain, adapted)
+    assert run(predict_cfg(tmp_path / "o5", ckpt, data, adapt_bn=True, adapt_bn_layers=["net.nolayer"])) == 2
 
 
 def test_evaluate_writes_calibration_and_coverage(trained, tmp_path):

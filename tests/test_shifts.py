@@ -16,7 +16,19 @@ from tests.data.test_framing import smear
 from tests.helpers import REPO_ROOT
 from wbc.data.decode import read_image
 from wbc.data.framing import locate_cell
-from wbc.shifts import SHIFTS, apply, blur, lamp, low_res, magnified, optical_density, tight, write_shifted_sets
+from wbc.shifts import (
+    CLASS_MIXES,
+    SHIFTS,
+    apply,
+    blur,
+    class_mix_indices,
+    lamp,
+    low_res,
+    magnified,
+    optical_density,
+    tight,
+    write_shifted_sets,
+)
 
 
 def field():
@@ -148,3 +160,36 @@ def test_script_evaluates_a_checkpoint_on_every_shift(trained_framed, tmp_path):
     assert [r["name"] for r in results] == ["none", "tight", "hue"]
     n_test = sum(1 for r in csv.DictReader(open(run_dir / "split_manifest.csv")) if r["split"] == "test")
     assert all(r["images"] + r["errors"] == n_test for r in results)
+
+
+def test_class_mix_indices_follow_the_proportions_by_hand():
+    labels = np.repeat([0, 1, 2, 3], [100, 50, 40, 10])
+    # a normal differential (60/30/6/4 %): the eosinophils/basophils (10) allow 250 cells, neutrophils then
+    # limit it to 100 / 0.6 = 166.7: 100, 50, 10 and 6 cells
+    idx = class_mix_indices(labels, CLASS_MIXES["differential"])
+    assert np.bincount(labels[idx], minlength=4).tolist() == [100, 50, 10, 6]
+    uniform = class_mix_indices(labels, CLASS_MIXES["uniform"])
+    assert np.bincount(labels[uniform], minlength=4).tolist() == [10, 10, 10, 10]
+    assert len(set(uniform.tolist())) == len(uniform)  # drawn without replacement
+    with pytest.raises(ValueError, match="summing to 1"):
+        class_mix_indices(labels, (0.5, 0.5))
+
+
+@pytest.mark.slow
+def test_adabn_layers_script_compares_layer_choices_on_re_mixed_sets(trained_framed, tmp_path):
+    run_dir, class_map = trained_framed
+    data = run_dir.parent / "data"
+    cmd = [sys.executable, "scripts/adabn_layers.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
+           "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
+           "--layers", "all=*;first=net.features.1", "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    # (own mix + 3 re-mixes) of the criterion folder, the own mix of the reported one; 3 settings each
+    assert len(results) == (4 + 1) * 3
+    uniform = [r for r in results if r["mix"] == "uniform"]
+    assert uniform and all(r["images"] > 0 and r["images"] % 4 == 0 for r in uniform)  # equal counts of 4 classes
+    by = {(r["folder"], r["mix"], r["setting"]): r["f1_macro"] for r in results}
+    assert by[("own", "own", "all")] != by[("own", "own", "as trained")]  # AdaBN changed the predictions
+    report = (tmp_path / "out/adabn_layers.md").read_text()
+    assert "| again (reported only) | own |" in report and "criterion" in report

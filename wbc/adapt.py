@@ -5,11 +5,17 @@ stain, camera and framing shift those statistics; replacing them by the target i
 gradient step) removes much of the shift. Assumptions, which the caller must meet: the images come from one
 domain (one lab, one scanner setting), there are enough of them for stable statistics, and they hold a mix of
 classes (a folder of one class would make that class the "average" cell).
+
+Which layers: deep layers' statistics describe the cells' content, so a folder whose class mix differs from the
+training split's (a normal differential is about 60 % neutrophils) moves them and the decisions with them;
+shallow layers' statistics describe stain, light and optics. ``layers`` restricts the re-estimation to the
+batch-norm layers whose names start with one of its prefixes (``["net.bn1", "net.layer1"]``: resnet's stem and
+first stage); scripts/adabn_layers.py measures the choice on label-shifted and stain-shifted copies of a test split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -21,12 +27,33 @@ class AdaptationError(ValueError):
     """Adaptation refused (too few images); the message says why and what to do."""
 
 
+def batchnorm_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[nn.Module]:
+    """The batch-norm layers of ``model``, or those whose qualified names start with one of ``layers``; a prefix
+    that names none is an AdaptationError that lists the layers there are."""
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    if layers is None:
+        return list(norms.values())
+    unknown = [p for p in layers if not any(n.startswith(p) for n in norms)]
+    if unknown:
+        raise AdaptationError(
+            f"adapt_bn_layers: {', '.join(unknown)} name no batch-norm layer of this network; its batch-norm "
+            f"layers are {', '.join(norms)}"
+        )
+    return [m for n, m in norms.items() if n.startswith(tuple(layers))]
+
+
 @torch.no_grad()
-def adapt_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], min_images: int = MIN_IMAGES) -> int:
-    """Replace the running mean/variance of every batch-norm layer of ``model`` by their average over
-    ``batches`` (model inputs); returns the number of images used. Other layers stay in eval mode (no dropout).
-    Raises AdaptationError, leaving the model unchanged, when fewer than ``min_images`` images came."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def adapt_batchnorm(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    min_images: int = MIN_IMAGES,
+    layers: Sequence[str] | None = None,
+) -> int:
+    """Replace the running mean/variance of the batch-norm layers of ``model`` (all, or those named by the
+    prefixes ``layers``) by their average over ``batches`` (model inputs); returns the number of images used.
+    Other layers stay in eval mode (no dropout). Raises AdaptationError, leaving the model unchanged, when fewer
+    than ``min_images`` images came or ``layers`` names no batch-norm layer."""
+    norms = batchnorm_layers(model, layers)
     if not norms:
         return 0
     saved = {

@@ -114,10 +114,12 @@ def evaluate_folder(
     n_boot: int = 1000,
     tta: bool = False,
     same_cell: bool = True,
+    adapt_layers: Any = "auto",
 ) -> dict[str, Any]:
     """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was); ``tta`` averages the
     eight flips/90-degree rotations of each image. With ``same_cell`` the intervals resample cells, crops of one
-    cell (:func:`same_cell_groups`) together; ``cells`` in the result counts them."""
+    cell (:func:`same_cell_groups`) together; ``cells`` in the result counts them. ``adapt_layers``: AdaBN's
+    batch-norm layers (:meth:`~wbc.predictor.Predictor.adapt_layers`)."""
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
@@ -129,7 +131,8 @@ def evaluate_folder(
         thumbs[indices] = thumbnails(images)
 
     try:
-        adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px) if adapt_bn else 0
+        layers = predictor.adapt_layers(adapt_layers)
+        adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px, layers=layers) if adapt_bn else 0
         probs, errors, _ = predict_files(
             predictor, files, batch_size, threads, tta=tta, um_per_px=um_per_px, on_batch=keep_thumbnails
         )
@@ -145,6 +148,7 @@ def evaluate_folder(
         "tta": tta,
         "images": len(keep),
         "adapted_on": adapted,
+        "adapted_layers": layers if adapt_bn else None,
         "errors": len(errors),
         "unmapped_folders": found.unmapped,
         "um_per_px": um_per_px,
@@ -201,6 +205,7 @@ def run(cfg: Any) -> int:
                     cfg.bootstrap,
                     tta,
                     cfg.same_cell,
+                    cfg.adapt_bn_layers,
                 )
             except (UserError, FileNotFoundError, ValueError) as err:
                 log.error("%s: %s", name, err)

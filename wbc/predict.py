@@ -271,13 +271,18 @@ def run(cfg: Any) -> int:
     adapted = None
     if cfg.get("adapt_bn"):
         try:
+            layers = predictor.adapt_layers(cfg.get("adapt_bn_layers", "auto"))
             adapted = predictor.adapt(
-                files, cfg.batch_size, cfg.decode_threads, cfg.max_pixels, um_per_px, cfg.adapt_min_images
+                files, cfg.batch_size, cfg.decode_threads, cfg.max_pixels, um_per_px, cfg.adapt_min_images, layers
             )
         except AdaptationError as err:
             log.error("%s", err)
             return 2
-        log.info("adapt_bn: batch-norm statistics re-estimated on %d images of the input", adapted)
+        log.info(
+            "adapt_bn: batch-norm statistics of %s re-estimated on %d images of the input",
+            "the layers " + ", ".join(layers) if layers else "every layer",
+            adapted,
+        )
     probs, errors, notes = predict_files(
         predictor, files, cfg.batch_size, cfg.decode_threads, tta, cfg.max_pixels, on_batch, um_per_px
     )

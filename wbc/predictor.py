@@ -117,15 +117,25 @@ class Predictor:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         um_per_px: float | None = None,
         min_images: int = MIN_IMAGES,
+        layers: Sequence[str] | None = None,
     ) -> int:
-        """AdaBN (:mod:`wbc.adapt`): re-estimate the network's batch-norm statistics on ``files`` (one lab's
-        images, preprocessed as for prediction); returns the number of images used, or raises AdaptationError."""
+        """AdaBN (:mod:`wbc.adapt`): re-estimate the network's batch-norm statistics (of ``layers``, name
+        prefixes; None: all) on ``files`` (one lab's images, preprocessed as for prediction); returns the number
+        of images used, or raises AdaptationError."""
         batches = (
             torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
             for _, images, _, _ in iterate_batches(files, self.preprocessor, batch_size, threads, max_pixels, um_per_px)
             if images is not None
         )
-        return adapt_batchnorm(self.model, batches, min_images)
+        return adapt_batchnorm(self.model, batches, min_images, layers)
+
+    def adapt_layers(self, setting: Any = "auto") -> list[str] | None:
+        """The batch-norm layers AdaBN re-estimates: ``auto`` takes the checkpoint's recipe's
+        (``adapt_bn_layers`` of its training config; all when it has none), a list of name prefixes is used as
+        given, None means all."""
+        if setting == "auto":
+            setting = self.model.hparams.get("adapt_bn_layers")
+        return None if setting is None else [str(p) for p in setting]
 
 
 def _load(

@@ -24,7 +24,7 @@ combine with ``+``, applied left to right: ``tight+blur`` is a blurred detector 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -178,3 +178,28 @@ def write_shifted_sets(
     if unreadable:
         (out / "unreadable.txt").write_text("\n".join(unreadable) + "\n")
     return counts
+
+
+# Class-mix (label) shifts: a lab's folder need not hold the training split's mix of classes. Proportions of
+# Neutrophil, Lymphocyte, Monocyte, Eosinophil/Basophil: a curated set with every class alike; a normal adult
+# differential, as consecutive cells of one smear come (neutrophils 40-75 %, lymphocytes 20-45 %, monocytes 2-10 %,
+# eosinophils and basophils 1-6 %); a lymphocyte- and monocyte-rich folder (a viral infection, a monocytosis).
+CLASS_MIXES: dict[str, tuple[float, ...]] = {
+    "uniform": (0.25, 0.25, 0.25, 0.25),
+    "differential": (0.60, 0.30, 0.06, 0.04),
+    "mono_lymph": (0.10, 0.40, 0.40, 0.10),
+}
+
+
+def class_mix_indices(labels: np.ndarray, proportions: Sequence[float], seed: int = 0) -> np.ndarray:
+    """Indices of the largest subset of ``labels`` whose class counts follow ``proportions`` (one per class,
+    summing to 1), drawn without replacement; sorted."""
+    labels = np.asarray(labels)
+    p = np.asarray(proportions, dtype=float)
+    counts = np.bincount(labels, minlength=len(p))
+    if len(counts) != len(p) or not np.isclose(p.sum(), 1):
+        raise ValueError(f"class_mix_indices: {len(p)} proportions summing to 1 needed for {len(counts)} classes")
+    total = min(counts[c] / p[c] for c in range(len(p)) if p[c] > 0)
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == c), int(total * p[c] + 1e-9), replace=False) for c in range(len(p))]
+    return np.sort(np.concatenate(picked))

@@ -90,6 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         class_names=datamodule.class_names,
         class_counts=datamodule.train_class_counts,
         tta=bool(cfg.get("tta", False)),
+        adapt_bn_layers=list(cfg.adapt_bn_layers) if cfg.get("adapt_bn_layers") is not None else None,
         preprocessing={
             "image_size": cfg.data.image_size,
             "lr_scale": cfg.data.lr_scale,

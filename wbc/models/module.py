@@ -32,7 +32,8 @@ class WBCClassifier(L.LightningModule):
     them and no copy of that step lives elsewhere. ``preprocessing`` records the deterministic pipeline that
     made the images (size, lr_scale, SR method) so that a checkpoint alone can predict. ``tta`` is the recipe's
     way to predict: the mean over the eight flips/rotations (:func:`symmetry_views`), scored by the test stage
-    beside the single view (``test_tta/*``) and used by predict.py's ``tta=auto``.
+    beside the single view (``test_tta/*``) and used by predict.py's ``tta=auto``; ``adapt_bn_layers`` (batch-norm
+    layer name prefixes) is what predict.py's ``adapt_bn=true`` re-estimates with ``adapt_bn_layers=auto``.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class WBCClassifier(L.LightningModule):
         mixstyle: Mapping[str, Any] | None = None,
         randconv: Mapping[str, Any] | None = None,
         tta: bool = False,
+        adapt_bn_layers: Sequence[str] | None = None,
     ):
         super().__init__()
         if scheduler not in (None, "none", "cosine", "plateau"):

@@ -1,0 +1,159 @@
+"""Which batch-norm layers should AdaBN re-estimate? Each checkpoint is evaluated on labelled folders (the
+simulated lab differences of scripts/shifted_sets.py, and any others) as trained and with AdaBN over each choice
+of layers; the folders named in --mixes are also evaluated under other class mixes (wbc.shifts.CLASS_MIXES:
+uniform, a normal differential, lymphocyte- and monocyte-rich), since a lab's folder need not hold the training
+split's mix and AdaBN takes the folder's statistics as the population's.
+
+    python scripts/adabn_layers.py --ckpt A/best.ckpt B/best.ckpt --out outputs/adabn_layers \\
+        --folders none=outputs/shifted/none hue=outputs/shifted/hue lamp=outputs/shifted/lamp \\
+        --mixes none,hue,lamp --eval lisc=../shared/data/lisc
+
+Writes results.json (macro-F1 and accuracy per checkpoint, folder, mix and setting) and adabn_layers.md (means
+over checkpoints; the mean over the --folders sets is the criterion; --eval folders are reported, not part of
+it). Every folder is preprocessed once (as the first checkpoint predicts) and cached in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from wbc.adapt import adapt_batchnorm  # noqa: E402
+from wbc.crossdata import headline  # noqa: E402
+from wbc.predict import evaluation_mapping, folder_labels, input_um_per_px, list_inputs  # noqa: E402
+from wbc.predictor import Predictor, iterate_batches  # noqa: E402
+from wbc.shifts import CLASS_MIXES, class_mix_indices  # noqa: E402
+
+LAYERS = ";".join(
+    [
+        "all=*",
+        "stem+layer1=net.bn1,net.layer1",
+        "to layer2=net.bn1,net.layer1,net.layer2",
+        "to layer3=net.bn1,net.layer1,net.layer2,net.layer3",
+    ]
+)
+
+
+def prepare(
+    predictor: Predictor, name: str, folder: str, cache: Path, class_map: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The folder's labelled images as the classifier sees them (its own pixel size measured), cached."""
+    path = cache / f"{name}.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["x"], z["y"]
+    files, root = list_inputs(folder)
+    labels = folder_labels(files, root, evaluation_mapping(predictor.class_names, class_map)).labels
+    um = input_um_per_px(predictor, files, None, 1)
+    xs, ys = [], []
+    for idx, images, _, _ in iterate_batches(files, predictor.preprocessor, 64, 1, um_per_px=um):
+        keep = [j for j, i in enumerate(idx) if labels[i] is not None]
+        if keep:
+            xs.append(images[keep])
+            ys += [labels[idx[j]] for j in keep]
+    x, y = np.concatenate(xs), np.array(ys)
+    np.savez(path, x=x, y=y)
+    return x, y
+
+
+def _batches(x: np.ndarray, size: int):
+    for i in range(0, len(x), size):
+        yield torch.from_numpy(np.ascontiguousarray(x[i : i + size])).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    return torch.cat([model(b).float().softmax(1) for b in _batches(x, 128)]).numpy()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", nargs="+", required=True)
+    parser.add_argument("--folders", nargs="+", required=True, help="name=folder: the sets the choice is made on")
+    parser.add_argument("--mixes", default="", help="comma-separated names of --folders also evaluated re-mixed")
+    parser.add_argument("--eval", nargs="*", default=[], help="name=folder: reported, not part of the criterion")
+    parser.add_argument("--layers", default=LAYERS, help="label=prefix,prefix;... (* is every batch-norm layer)")
+    parser.add_argument("--class-map", default=None, help="folder -> class, '{neut: Neutrophil, ...}'")
+    parser.add_argument("--out", default="outputs/adabn_layers")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    folders = dict(a.split("=", 1) for a in args.folders)
+    evals = dict(a.split("=", 1) for a in args.eval)
+    mixed = {m for m in args.mixes.split(",") if m}
+    class_map = yaml.safe_load(args.class_map) if args.class_map else None
+    settings: dict[str, list[str] | None] = {"as trained": None}
+    for part in args.layers.split(";"):
+        label, prefixes = part.split("=", 1)
+        settings[label] = [] if prefixes == "*" else prefixes.split(",")
+    results = []
+    for k, ckpt in enumerate(args.ckpt):
+        predictor = Predictor.from_checkpoint(ckpt, "cpu")
+        state = {n: v.clone() for n, v in predictor.model.state_dict().items()}
+        for name, folder in {**folders, **evals}.items():
+            x, y = prepare(predictor, name, folder, out, class_map)
+            mixes = {"own": np.arange(len(y))}
+            if name in mixed:
+                mixes |= {m: class_mix_indices(y, p) for m, p in CLASS_MIXES.items()}
+            for mix, idx in mixes.items():
+                for label, prefixes in settings.items():
+                    predictor.model.load_state_dict(state)
+                    if prefixes is not None:
+                        adapt_batchnorm(predictor.model, _batches(x[idx], 64), 2, prefixes or None)
+                    p = probabilities(predictor.model, x[idx])
+                    m = headline(y[idx], p.argmax(1), p, len(predictor.class_names))
+                    row = {"checkpoint": ckpt, "k": k, "folder": name, "criterion": name in folders, "mix": mix}
+                    results.append(row | {"images": len(idx), "setting": label, **m})
+                    print(f"{k} {name} {mix} {len(idx)} {label}: macro-F1 {m['f1_macro']:.4f}", flush=True)
+        predictor.model.load_state_dict(state)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "adabn_layers.md").write_text(report(results, list(settings), len(args.ckpt)))
+    print(out / "adabn_layers.md")
+    return 0
+
+
+def report(results: list[dict], settings: list[str], n_ckpt: int) -> str:
+    """Macro-F1 per set (mean over checkpoints) and the criterion: the mean over the --folders sets."""
+    sets = list(dict.fromkeys((r["folder"], r["mix"], r["criterion"]) for r in results))
+
+    def mean(rows: list[dict]) -> str:
+        return f"{np.mean([r['f1_macro'] for r in rows]):.4f}" if rows else ""
+
+    lines = [
+        f"# AdaBN: which batch-norm layers (macro-F1, mean of {n_ckpt} checkpoints)",
+        "",
+        "| set | class mix | images | " + " | ".join(settings) + " |",
+        "|" + "---|" * (3 + len(settings)),
+    ]
+    for folder, mix, crit in sets:
+        rows = [r for r in results if (r["folder"], r["mix"]) == (folder, mix)]
+        cells = [mean([r for r in rows if r["setting"] == s]) for s in settings]
+        lines.append(
+            f"| {folder}{'' if crit else ' (reported only)'} | {mix} | {rows[0]['images']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    for title, keep in [
+        ("**criterion: mean over the sets above**", lambda r: r["criterion"]),
+        ("of which re-mixed sets", lambda r: r["criterion"] and r["mix"] != "own"),
+        ("of which the sets' own mix", lambda r: r["criterion"] and r["mix"] == "own"),
+    ]:
+        cells = [mean([r for r in results if keep(r) and r["setting"] == s]) for s in settings]
+        lines.append(f"| {title} | | | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
