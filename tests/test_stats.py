@@ -217,3 +217,26 @@ def test_a_real_gain_is_found():
     base, methods = _simulated_reports(rng, 200, 5, 300, 0.2, effect=1.0)
     claims = _claims(base, methods)
     assert claims[:, 0].mean() >= 0.8 and claims[:, 1].mean() <= 0.08
+
+
+def test_grouped_comparison_counts_copies_of_a_cell_once():
+    # 60 cells, each seen in 5 crops; A right on 12 cells B gets wrong, B right on 3 that A gets wrong
+    cell_a = np.r_[np.ones(12), np.zeros(3), np.ones(45)]
+    cell_b = np.r_[np.zeros(12), np.ones(3), np.ones(45)]
+    groups = np.repeat(np.arange(60), 5)
+    a, b = cell_a[groups], cell_b[groups]
+    crops = paired_comparison(a, b)  # McNemar on 60 + 15 discordant crops: five times the evidence there is
+    cells = paired_comparison(a, b, groups=groups)
+    d = cell_a - cell_b  # by hand: a paired t over the 60 cells
+    assert cells["cells"] == 60 and "paired t over 60 cells" in cells["method"]
+    assert cells["diff"] == pytest.approx(d.mean()) == pytest.approx(crops["diff"])
+    assert cells["se"] == pytest.approx(d.std(ddof=1) / math.sqrt(60))
+    assert cells["p"] == pytest.approx(2 * stats.t.sf(d.mean() / (d.std(ddof=1) / math.sqrt(60)), 59))
+    assert crops["p"] < 0.001 < cells["p"]
+    # two seeds: the crossed analysis over seeds x cells, the same as on the cell means by hand
+    two = paired_comparison([a, a], [b, b[::-1]], groups=groups)
+    by_hand = paired_comparison([cell_a, cell_a], [cell_b, b[::-1].reshape(60, 5).mean(1)])
+    assert "seeds x cells" in two["method"]
+    assert (two["diff"], two["se"]) == pytest.approx((by_hand["diff"], by_hand["se"]))
+    with pytest.raises(ValueError, match="one unit id per image"):
+        paired_comparison(a, b, groups=groups[:10])

@@ -118,6 +118,7 @@ def paired_comparison(
     correct_b: Sequence[np.ndarray] | np.ndarray,
     confidence: float = 0.95,
     same_images: bool = True,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Accuracy difference A - B over paired runs (one per seed) on the same test images: estimate, interval, p.
 
@@ -133,6 +134,9 @@ def paired_comparison(
       images, so test-set sampling is in their spread; df = seeds - 1).
     - 1 seed: McNemar's exact test on the discordant images, with the exact interval that matches it. Training
       noise is not measured: ``method`` says "1 seed" and a verdict from it covers this training run only.
+    - ``groups`` (a unit id per image, the same images for every seed: several crops of one cell): each seed's
+      differences are averaged per unit first, so that copies of one cell count once; one seed then gets a
+      paired t-test over the units, several seeds the crossed seeds x units analysis. ``cells`` counts the units.
     """
     a_rows, b_rows = _rows(correct_a), _rows(correct_b)
     if len(a_rows) != len(b_rows) or any(x.shape != y.shape for x, y in zip(a_rows, b_rows, strict=False)):
@@ -143,6 +147,32 @@ def paired_comparison(
     s = len(d_rows)
     alpha = 1 - confidence
     out: dict[str, Any] = {"seeds": s, "images": int(min(len(d) for d in d_rows))}
+    if groups is not None:
+        groups = np.asarray(groups)
+        if any(len(d) != len(groups) for d in d_rows):
+            raise ValueError("groups needs one unit id per image, the same images for every seed")
+        _, unit = np.unique(groups, return_inverse=True)
+        sizes = np.bincount(unit)
+        d_rows = [np.bincount(unit, weights=d) / sizes for d in d_rows]
+        out["cells"] = len(sizes)
+        if s == 1:
+            d = d_rows[0]
+            n = len(d)
+            diff = float(d.mean())
+            se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+            df = float(max(n - 1, 1))
+            t = float(stats.t.ppf(1 - alpha / 2, df))
+            p = (1.0 if diff == 0 else 0.0) if se == 0 else float(2 * stats.t.sf(abs(diff) / se, df))
+            return out | {
+                "method": f"paired t over {n} cells, 1 seed (training noise not measured)",
+                "diff": diff,
+                "se": se,
+                "df": df,
+                "lo": diff - t * se,
+                "hi": diff + t * se,
+                "p": p,
+                "mdd": (t + float(stats.t.ppf(POWER, df))) * se,
+            }
     if s == 1:
         d = d_rows[0]
         n = len(d)
@@ -172,7 +202,8 @@ def paired_comparison(
         table = np.stack(d_rows)
         diff = float(table.mean())
         var, df, parts = _crossed_variance(table)
-        out |= {"method": f"seeds x images ({s} seeds)", **parts}
+        units = "cells" if groups is not None else "images"
+        out |= {"method": f"seeds x {units} ({s} seeds)", **parts}
     else:
         per_seed = np.array([d.mean() for d in d_rows])
         diff = float(per_seed.mean())

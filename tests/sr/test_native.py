@@ -198,7 +198,7 @@ def test_report_verdicts_are_holm_corrected_over_the_report(tmp_path):
     assert [t["verdict"] for t in tests] == ["helped", "hurt"]
     text = write_report(results, tmp_path, "test")
     assert (
-        "| lisc | no | espcn | 100 | 0.7700 | 0.7700 | -3.00 [-4.00, -2.00] pt | 0.001 (0.002) | 2.00 pt | hurt |"
+        "| lisc | no | espcn | 100 (100) | 0.7700 | 0.7700 | -3.00 [-4.00, -2.00] pt | 0.001 (0.002) | 2.00 pt | hurt |"
         in text
     )
     assert "10 of 10 sampled crops smaller than S=224 (median side 153 px" in text
@@ -224,5 +224,6 @@ def test_native_sr_command_compares_enlargers_on_a_labelled_folder(trained_frame
     assert result["images"] == 64 and [r["enlarger"] for r in result["rows"]] == ["resize", "bicubic"]
     test = result["rows"][1]["test"]
     assert test["seeds"] == 2 and test["verdict"] in ("helped", "hurt", "no measurable difference")
-    assert "| mine | no | bicubic | 64 |" in (tmp_path / "native_sr.md").read_text()
+    assert "seeds x cells" in test["method"] and test["cells"] == result["cells"] <= 64
+    assert f"| mine | no | bicubic | 64 ({result['cells']}) |" in (tmp_path / "native_sr.md").read_text()
     assert REPO_ROOT.joinpath("scripts", "native_sr.py").is_file()

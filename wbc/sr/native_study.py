@@ -1,7 +1,8 @@
 """SR on real small cells: the same classifier(s) on another lab's labelled folder, with each way of enlarging the
 crops that come out smaller than S (a plain resize, bicubic, an SR model: :mod:`wbc.sr.native`), compared image by
-image against the first enlarger with the SR study's statistics (:func:`wbc.stats.paired_comparison`: McNemar's
-exact test for one classifier, the crossed seeds x images analysis for several, Holm over the report's comparisons).
+cell against the first enlarger with the SR study's statistics (:func:`wbc.stats.paired_comparison` over cells:
+crops of one cell, :func:`wbc.crossdata.same_cell_groups`, count once; a paired t-test over cells for one
+classifier, the crossed seeds x cells analysis for several, Holm over the report's comparisons).
 
 `python scripts/native_sr.py 'ckpt_paths=[.../best.ckpt]' 'datasets={lisc: ../shared/data/lisc}'
 'enlargers={resize: none, bicubic: bicubic, espcn: <espcn-x2-....pt>}'` (see conf/native_sr.yaml).
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from wbc.crossdata import headline
+from wbc.crossdata import headline, same_cell_groups, thumbnails
 from wbc.predict import evaluation_mapping, folder_labels, input_um_per_px, list_inputs, predict_files
 from wbc.predictor import Predictor
 from wbc.sr.native import NativeEnlarger, load_enlarger
@@ -36,9 +38,11 @@ def predict_with(
     um_per_px: float | None,
     batch_size: int = 64,
     threads: int = 2,
+    on_batch: Callable[[list[int], np.ndarray, torch.Tensor], None] | None = None,
 ) -> tuple[np.ndarray, set[int]]:
     """Predicted classes of ``files`` with ``enlarger`` in the predictor's pipeline (None: its own), after AdaBN on
-    the same images when ``adapt_bn``; and the indices of the files that failed. The predictor is left as it was."""
+    the same images when ``adapt_bn``; and the indices of the files that failed. The predictor is left as it was;
+    ``on_batch`` sees every batch (as :func:`~wbc.predict.predict_files`)."""
     pre = predictor.preprocessor
     saved_enlarger, saved_state = pre.enlarger, copy.deepcopy(predictor.model.state_dict())
     try:
@@ -46,7 +50,7 @@ def predict_with(
             pre.enlarger = enlarger
         if adapt_bn:
             predictor.adapt(files, batch_size, threads, um_per_px=um_per_px)
-        probs, errors, _ = predict_files(predictor, files, batch_size, threads, um_per_px=um_per_px)
+        probs, errors, _ = predict_files(predictor, files, batch_size, threads, um_per_px=um_per_px, on_batch=on_batch)
     finally:
         pre.enlarger = saved_enlarger
         predictor.model.load_state_dict(saved_state)
@@ -95,9 +99,15 @@ def compare_enlargers(
     um = input_um_per_px(predictors[0], files, um_per_px, threads)
     preds: dict[str, list[np.ndarray]] = {name: [] for name in enlargers}
     failed: set[int] = set()
+    thumbs = np.zeros((len(files), 16 * 16 * 3), np.float32)  # crops of one cell: one unit of the comparison
+
+    def keep_thumbnails(indices: list[int], images: np.ndarray, _: torch.Tensor) -> None:
+        thumbs[indices] = thumbnails(images)
+
     for k, predictor in enumerate(predictors):
-        for name, enlarger in enlargers.items():
-            pred, errors = predict_with(predictor, enlarger, files, adapt_bn, um, batch_size, threads)
+        for j, (name, enlarger) in enumerate(enlargers.items()):
+            look = keep_thumbnails if k == j == 0 else None
+            pred, errors = predict_with(predictor, enlarger, files, adapt_bn, um, batch_size, threads, look)
             preds[name].append(pred)
             failed |= errors
             log.info("classifier %d, enlarger %s, adapt_bn=%s: done", k, name, adapt_bn)
@@ -106,6 +116,8 @@ def compare_enlargers(
     result: dict[str, Any] = {"folder": str(folder), "adapt_bn": adapt_bn, "images": int(keep.sum()),
                               "failed": len(failed), "um_per_px": um, "rows": []}  # fmt: skip
     result["crops"] = small_crop_share(predictors[0], [f for f, k in zip(files, keep, strict=True) if k], um)
+    groups = same_cell_groups(thumbs[keep])
+    result["cells"] = len(np.unique(groups))
     correct = {name: [(p[keep] == y).astype(float) for p in rows] for name, rows in preds.items()}
     baseline = next(iter(enlargers))
     for name in enlargers:
@@ -118,7 +130,7 @@ def compare_enlargers(
         }
         if name != baseline:
             row["vs"] = baseline
-            row["test"] = paired_comparison(correct[name], correct[baseline])
+            row["test"] = paired_comparison(correct[name], correct[baseline], groups=groups)
         result["rows"].append(row)
     return result
 
@@ -135,8 +147,8 @@ def write_report(results: Sequence[dict[str, Any]], out: Path, title: str) -> st
     """native_sr.md: one row per folder, adaptation setting and enlarger; the verdict lines."""
     lines = [f"# {title}", ""]
     lines += [
-        "| dataset | adapt_bn | enlarger | images | accuracy | macro-F1 | difference vs first (95 % CI) | p (Holm) | "
-        "smallest detectable | verdict |",
+        "| dataset | adapt_bn | enlarger | images (cells) | accuracy | macro-F1 | difference vs first (95 % CI) | "
+        "p (Holm) | smallest detectable | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -145,8 +157,9 @@ def write_report(results: Sequence[dict[str, Any]], out: Path, title: str) -> st
             diff = f"{100 * t['diff']:+.2f} [{100 * t['lo']:+.2f}, {100 * t['hi']:+.2f}] pt" if t else ""
             p = f"{t['p']:.3g} ({t['p_holm']:.3g})" if t else ""
             mdd = f"{100 * t['mdd']:.2f} pt" if t else ""
+            images = f"{r['images']} ({r.get('cells', r['images'])})"
             lines.append(
-                f"| {r['name']} | {'yes' if r['adapt_bn'] else 'no'} | {row['enlarger']} | {r['images']} | "
+                f"| {r['name']} | {'yes' if r['adapt_bn'] else 'no'} | {row['enlarger']} | {images} | "
                 f"{row['accuracy']:.4f} | {row['f1_macro']:.4f} | {diff} | {p} | {mdd} | {t['verdict'] if t else ''} |"
             )
     lines.append("")
