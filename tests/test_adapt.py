@@ -51,5 +51,7 @@ def test_a_prefix_that_names_no_batch_norm_is_refused_with_the_names_there_are()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(AdaptationError, match=r"layer9 name no batch-norm layer.*0, 2"):
         adapt_batchnorm(net, torch.randn(64, 3, 8, 8).split(32), layers=["0", "layer9"])
+    with pytest.raises(AdaptationError, match="empty"):
+        adapt_batchnorm(net, torch.randn(64, 3, 8, 8).split(32), layers=[])
     for k, v in net.state_dict().items():
         torch.testing.assert_close(v, before[k])

@@ -24,7 +24,7 @@ MIN_IMAGES = 32
 
 
 class AdaptationError(ValueError):
-    """Adaptation refused (too few images); the message says why and what to do."""
+    """Adaptation refused (too few images, or layers that name none); the message says why and what to do."""
 
 
 def batchnorm_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[nn.Module]:
@@ -33,6 +33,8 @@ def batchnorm_layers(model: nn.Module, layers: Sequence[str] | None = None) -> l
     norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     if layers is None:
         return list(norms.values())
+    if not layers:
+        raise AdaptationError("adapt_bn_layers is empty: give batch-norm layer name prefixes, or null for all")
     unknown = [p for p in layers if not any(n.startswith(p) for n in norms)]
     if unknown:
         raise AdaptationError(

@@ -37,8 +37,8 @@ def headline(y: np.ndarray, pred: np.ndarray, probs: np.ndarray | None, n_classe
     return out
 
 
-# Crops of one cell: a labelled set often holds several crops of the same cell (LISC: 1,287 crops of about 290
-# cells, each cut a few pixels apart). Framed on the located cell, they become one picture: on 16 x 16 thumbnails
+# Crops of one cell: a labelled set often holds several crops of the same cell (LISC: 1,287 crops of 281 cells,
+# each cut a few pixels apart). Framed on the located cell, they become one picture: on 16 x 16 thumbnails
 # of the classifier inputs, LISC's nearest neighbours sit under 3 grey levels (RMS) for 1,200 of its crops, while
 # PBC's test images, each a different cell, never come nearer than 10 to another (most 15 to 25).
 SAME_CELL_RMS = 6.0
@@ -91,7 +91,10 @@ def bootstrap(
     that copies of one cell do not pass for independent evidence."""
     rng = np.random.default_rng(seed)
     pred = probs.argmax(1)
-    members = [np.flatnonzero(groups == g) for g in np.unique(groups)] if groups is not None else None
+    members = None
+    if groups is not None:  # the images of each group: indices sorted by group, split where the group changes
+        _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
     draws: dict[str, list[float]] = {}
     for _ in range(n_boot):
         if members is None:
@@ -155,6 +158,8 @@ def evaluate_folder(
         "per_class_images": {names[c]: int((y == c).sum()) for c in range(len(names))},
     }
     groups = same_cell_groups(thumbs[keep]) if same_cell and len(keep) <= MAX_GROUPED else None
+    if same_cell and groups is None:
+        log.info("%s: over %d images; intervals resample images, not cells", folder, MAX_GROUPED)
     result["cells"] = len(np.unique(groups)) if groups is not None else len(keep)
     if len(keep):
         result["metrics"] = headline(y, p.argmax(1), p, len(names))
