@@ -72,11 +72,6 @@ def _batches(x: np.ndarray, size: int):
         yield torch.from_numpy(np.ascontiguousarray(x[i : i + size])).permute(0, 3, 1, 2)
 
 
-@torch.no_grad()
-def probabilities(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
-    return torch.cat([model(b).float().softmax(1) for b in _batches(x, 128)]).numpy()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", nargs="+", required=True)
@@ -110,9 +105,12 @@ def main() -> int:
             for mix, idx in mixes.items():
                 for label, prefixes in settings.items():
                     predictor.model.load_state_dict(state)
+                    sub = x[idx]
                     if prefixes is not None:
-                        adapt_batchnorm(predictor.model, _batches(x[idx], 64), 2, prefixes or None)
-                    p = probabilities(predictor.model, x[idx])
+                        adapt_batchnorm(predictor.model, _batches(sub, 64), 2, prefixes or None)
+                    p = np.concatenate(
+                        [predictor.probabilities(sub[i : i + 256]).numpy() for i in range(0, len(sub), 256)]
+                    )
                     m = headline(y[idx], p.argmax(1), p, len(predictor.class_names))
                     row = {"checkpoint": ckpt, "k": k, "folder": name, "criterion": name in folders, "mix": mix}
                     results.append(row | {"images": len(idx), "setting": label, **m})
