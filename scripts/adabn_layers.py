@@ -10,7 +10,7 @@ split's mix and AdaBN takes the folder's statistics as the population's.
 
 Writes results.json (macro-F1 and accuracy per checkpoint, folder, mix and setting) and adabn_layers.md (means
 over checkpoints; the mean over the --folders sets is the criterion; --eval folders are reported, not part of
-it). Every folder is preprocessed once (as the first checkpoint predicts) and cached in --out.
+it). Every folder is preprocessed once per preprocessing (the checkpoints' own) and cached in --out.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from wbc.adapt import adapt_batchnorm  # noqa: E402
-from wbc.crossdata import headline  # noqa: E402
-from wbc.predict import evaluation_mapping, folder_labels, input_um_per_px, list_inputs  # noqa: E402
-from wbc.predictor import Predictor, iterate_batches  # noqa: E402
+from wbc.crossdata import headline, prepared_folder  # noqa: E402
+from wbc.predictor import Predictor  # noqa: E402
 from wbc.shifts import CLASS_MIXES, class_mix_indices  # noqa: E402
 
 LAYERS = ";".join(
@@ -43,28 +42,6 @@ LAYERS = ";".join(
         "to layer3=net.bn1,net.layer1,net.layer2,net.layer3",
     ]
 )
-
-
-def prepare(
-    predictor: Predictor, name: str, folder: str, cache: Path, class_map: dict | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The folder's labelled images as the classifier sees them (its own pixel size measured), cached."""
-    path = cache / f"{name}.npz"
-    if path.exists():
-        z = np.load(path)
-        return z["x"], z["y"]
-    files, root = list_inputs(folder)
-    labels = folder_labels(files, root, evaluation_mapping(predictor.class_names, class_map)).labels
-    um = input_um_per_px(predictor, files, None, 1)
-    xs, ys = [], []
-    for idx, images, _, _ in iterate_batches(files, predictor.preprocessor, 64, 1, um_per_px=um):
-        keep = [j for j, i in enumerate(idx) if labels[i] is not None]
-        if keep:
-            xs.append(images[keep])
-            ys += [labels[idx[j]] for j in keep]
-    x, y = np.concatenate(xs), np.array(ys)
-    np.savez(path, x=x, y=y)
-    return x, y
 
 
 def _batches(x: np.ndarray, size: int):
@@ -98,7 +75,7 @@ def main() -> int:
         predictor = Predictor.from_checkpoint(ckpt, "cpu")
         state = {n: v.clone() for n, v in predictor.model.state_dict().items()}
         for name, folder in {**folders, **evals}.items():
-            x, y = prepare(predictor, name, folder, out, class_map)
+            x, y = prepared_folder(predictor, folder, out, name, class_map)
             mixes = {"own": np.arange(len(y))}
             if name in mixed:
                 mixes |= {m: class_mix_indices(y, p) for m, p in CLASS_MIXES.items()}

@@ -193,3 +193,38 @@ def test_adabn_layers_script_compares_layer_choices_on_re_mixed_sets(trained_fra
     assert by[("own", "own", "all")] != by[("own", "own", "as trained")]  # AdaBN changed the predictions
     report = (tmp_path / "out/adabn_layers.md").read_text()
     assert "| again (reported only) | own |" in report and "criterion" in report
+
+
+@pytest.mark.slow
+def test_scale_tta_script_frames_each_ruler_and_averages_the_chosen_scales(trained_framed, tmp_path):
+    import importlib.util
+
+    from wbc.predictor import Predictor
+
+    run_dir, class_map = trained_framed
+    data, ckpt, out = run_dir.parent / "data", run_dir / "checkpoints/best.ckpt", tmp_path / "out"
+    cmd = [sys.executable, "scripts/scale_tta.py", "--ckpt", str(ckpt), "--pbc", str(data), "--rulers", "0.7,1",
+           "--eval", f"again={data}", "--settings", "1x=1;wide=0.8,1,1.25", "--class-map", class_map,
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["set"], r["setting"]) for r in results] == [
+        (s, t) for s in ("pbc ruler x0.7", "pbc ruler x1", "again") for t in ("1x", "wide")
+    ]
+    # one cache per set: a ruler 0.7 times the measured one frames the cells 1/0.7 times larger
+    cached = {p.name.split("-")[0]: np.load(p)["x"] for p in out.glob("*.npz")}
+    assert set(cached) == {"pbc_ruler_x0.7", "pbc_ruler_x1", "again"}
+    assert not np.array_equal(cached["pbc_ruler_x0.7"], cached["pbc_ruler_x1"])
+    np.testing.assert_array_equal(cached["pbc_ruler_x1"], cached["again"])
+    # the 1x setting is the recipe's eight-view TTA
+    spec = importlib.util.spec_from_file_location("scale_tta", REPO_ROOT / "scripts/scale_tta.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    predictor = Predictor.from_checkpoint(ckpt, "cpu")
+    x = cached["again"]
+    probs = script.per_scale_probabilities(predictor, x, [1.0, 1.25])
+    np.testing.assert_allclose(probs[1.0], predictor.probabilities(x, tta=True).numpy(), atol=1e-5)
+    assert not np.allclose(probs[1.25], probs[1.0])
+    report = (out / "scale_tta.md").read_text()
+    assert "| again (reported only) |" in report and "criterion" in report

@@ -10,6 +10,8 @@ domain (one lab): its pixel size (scale framing) and, with adaptation, its batch
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 from wbc.calibration import expected_calibration_error
 from wbc.metrics import macro, rates_from_confusion
 from wbc.predict import evaluation_mapping, folder_labels, input_um_per_px, list_inputs, predict_files
-from wbc.predictor import CheckpointError, Predictor
+from wbc.predictor import CheckpointError, Predictor, iterate_batches
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,38 @@ def bootstrap(
         for k, v in headline(y[i], pred[i], probs[i], n_classes).items():
             draws.setdefault(k, []).append(v)
     return {k: tuple(float(q) for q in np.nanpercentile(v, [2.5, 97.5])) for k, v in draws.items()}
+
+
+def prepared_folder(
+    predictor: Predictor,
+    folder: str | Path,
+    cache: Path,
+    name: str,
+    class_map: Mapping | None = None,
+    um_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled folder's images as the classifier sees them, (N, S, S, 3) uint8, and their class indices
+    (unlabelled files left out), cached in the folder ``cache`` under ``name`` and the checkpoint's preprocessing
+    (checkpoints that frame differently get their own copy). The folder's own pixel size is measured (scale
+    framing) and multiplied by ``um_scale``: a ruler that errs by that factor."""
+    key = json.dumps([predictor.model.hparams.get("preprocessing"), um_scale], sort_keys=True, default=str)
+    path = cache / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["x"], z["y"]
+    files, root = list_inputs(folder)
+    labels = folder_labels(files, root, evaluation_mapping(predictor.class_names, class_map)).labels
+    um = input_um_per_px(predictor, files, None, 1)
+    um = um * um_scale if um else um
+    xs, ys = [], []
+    for idx, images, _, _ in iterate_batches(files, predictor.preprocessor, 64, 1, um_per_px=um):
+        keep = [j for j, i in enumerate(idx) if labels[i] is not None]
+        if keep:
+            xs.append(images[keep])
+            ys += [labels[idx[j]] for j in keep]
+    x, y = np.concatenate(xs), np.array(ys)
+    np.savez(path, x=x, y=y)
+    return x, y
 
 
 def evaluate_folder(

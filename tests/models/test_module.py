@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from wbc.models.module import WBCClassifier, symmetry_views
+from wbc.models.module import WBCClassifier, symmetry_views, zoomed
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
 NET = {"name": "cnn", "channels": [8, 16], "hidden": 16}
@@ -63,6 +63,26 @@ def test_symmetry_views_are_the_eight_flips_and_rotations():
         assert {tuple(v.flatten().tolist()) for v in symmetry_views(moved)} == {
             tuple(v.flatten().tolist()) for v in views
         }
+
+
+def _disc(radius: float, side: int = 64) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(side) + 0.5, torch.arange(side) + 0.5, indexing="ij")
+    return ((yy - side / 2) ** 2 + (xx - side / 2) ** 2 <= radius**2).float().view(1, 1, side, side)
+
+
+def test_zoomed_magnifies_about_the_centre():
+    x = _disc(10)
+    assert zoomed(x, 1) is x
+    for scale in (1.25, 0.8):
+        z = zoomed(x, scale)
+        assert z.shape == x.shape
+        radius = (z.sum() / torch.pi).sqrt()  # the disc's area gives its radius
+        assert radius == pytest.approx(10 * scale, rel=0.03)
+        mass = torch.stack(torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")) * z[0]
+        assert (mass.sum((1, 2)) / z.sum()).tolist() == pytest.approx([31.5, 31.5], abs=0.1)  # still centred
+    # shrinking reflects the border, as the training augmentation does: no black frame
+    edge = zoomed(torch.ones(1, 1, 64, 64), 0.5)
+    assert torch.allclose(edge, torch.ones_like(edge))
 
 
 def test_tta_logs_the_mean_of_the_eight_views_beside_the_single_view(tmp_path):

@@ -25,6 +25,17 @@ def symmetry_views(x: torch.Tensor) -> list[torch.Tensor]:
     return [v for k in range(4) for v in (x.rot90(k, (2, 3)), x.rot90(k, (2, 3)).flip(3))]
 
 
+def zoomed(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """An (N, C, H, W) float batch magnified ``scale`` times about its centre (bilinear; reflected borders when
+    ``scale`` < 1, as the training augmentation's Affine): what the images would be had the pixel size been
+    measured ``scale`` times larger (scale framing's field ``scale`` times smaller)."""
+    if scale == 1:
+        return x
+    theta = torch.tensor([[1 / scale, 0, 0], [0, 1 / scale, 0]], dtype=x.dtype, device=x.device)
+    grid = torch.nn.functional.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, "bilinear", "reflection", align_corners=False)
+
+
 class WBCClassifier(L.LightningModule):
     """Network + loss + AdamW with a cosine or plateau schedule + the metric set of each stage.
 
