@@ -117,10 +117,12 @@ def prepared_folder(
     um_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A labelled folder's images as the classifier sees them, (N, S, S, 3) uint8, and their class indices
-    (unlabelled files left out), cached in the folder ``cache`` under ``name`` and the checkpoint's preprocessing
-    (checkpoints that frame differently get their own copy). The folder's own pixel size is measured (scale
-    framing) and multiplied by ``um_scale``: a ruler that errs by that factor."""
-    key = json.dumps([predictor.model.hparams.get("preprocessing"), um_scale], sort_keys=True, default=str)
+    (unlabelled files left out), cached in the folder ``cache`` under ``name`` and a key of everything that makes
+    them (the folder, the class map, the checkpoint's preprocessing: checkpoints that frame differently get their
+    own copy). The folder's own pixel size is measured (scale framing) and multiplied by ``um_scale``: a ruler
+    that errs by that factor."""
+    made_by = [str(Path(folder).resolve()), class_map, predictor.model.hparams.get("preprocessing"), um_scale]
+    key = json.dumps(made_by, sort_keys=True, default=str)
     path = cache / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
     if path.exists():
         z = np.load(path)
