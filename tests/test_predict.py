@@ -53,6 +53,9 @@ def test_prediction_reproduces_the_test_metrics(fixture, request, tmp_path):
     # same microscope would
     hparams = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=False)["hyper_parameters"]
     um_per_px = hparams["preprocessing"].get("train_um_per_px")
+    if fixture == "trained_framed":  # the training cells' sizes per class, for predict.py's check of a pixel size
+        sizes = hparams["preprocessing"]["train_class_cell_um"]
+        assert len(sizes) >= 3 and set(sizes) <= set(hparams["class_names"]) and min(sizes.values()) > 0
     train_metrics = json.loads((run_dir / "metrics.json").read_text())
     test_rows = read_rows(run_dir / "test_predictions.csv")
     # the test split's own files, in class folders, predicted from the checkpoint alone
@@ -449,3 +452,45 @@ def test_folder_pixel_size_from_red_cells_else_from_white_cells(tmp_path):
     assert two == pytest.approx(one / 2, rel=0.05)
     none, how = measure_folder_um_per_px(folder("x1", 1, 0), threads=1)
     assert none is None and "each image framed by its own cell" in how
+
+
+def test_cell_size_check_reads_a_wrong_pixel_size_class_by_class(tmp_path):
+    """Drawn smears of three classes of cell sizes: measured with the pixel size the training sizes were taken
+    with, each class reads 1; with a pixel size 10 % too small, 0.9 and a warning; too few classes or a
+    checkpoint without training sizes: no check. Unreadable files are left out."""
+    from tests.data.test_framing import smear
+    from wbc.data.framing import locate_cell
+    from wbc.data.pipeline import Preprocessor
+    from wbc.models.module import WBCClassifier
+    from wbc.predict import SIZE_MIN_CELLS, check_cell_sizes
+
+    classes = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
+    sizes = {0: 100, 1: 70, 2: 130}  # cell diameters in pixels per class; no Eosinophil/Basophil
+    files, truth, diameters = [], [], {}
+    for k, d in sizes.items():
+        for i in range(SIZE_MIN_CELLS):
+            path = tmp_path / f"{k}_{i}.png"
+            image = smear(cell_d=d, rbc_d=50, n_rbc=4, seed=10 * k + i)
+            Image.fromarray(image).save(path)
+            files.append(path)
+            truth.append(k)
+            diameters.setdefault(classes[k], []).append(locate_cell(image).cell_diameter)
+    files.append(tmp_path / "broken.png")
+    files[-1].write_bytes(b"not an image")
+    probs = torch.nn.functional.one_hot(torch.tensor([*truth, 0]), 4).float()
+    probs[-1] = float("nan")  # the broken file was not predicted
+    train = {c: float(np.median(v)) * 0.1 for c, v in diameters.items()}  # um at 0.1 um per pixel
+    model = WBCClassifier({"name": "cnn", "channels": [4], "hidden": 4}, classes)
+    model.hparams["preprocessing"] = {"train_class_cell_um": train}
+    predictor = Predictor(model, Preprocessor(16))
+
+    right = check_cell_sizes(predictor, files, probs, 0.1, threads=1)
+    assert right["ratio"] == pytest.approx(1.0) and not right["warn"]
+    assert set(right["per_class"]) == {"Neutrophil", "Lymphocyte", "Monocyte"}
+    assert all(v["cells"] == SIZE_MIN_CELLS for v in right["per_class"].values())
+    wrong = check_cell_sizes(predictor, files, probs, 0.09, threads=1)
+    assert wrong["ratio"] == pytest.approx(0.9) and wrong["warn"]
+    assert check_cell_sizes(predictor, files[SIZE_MIN_CELLS:], probs[SIZE_MIN_CELLS:], 0.1, threads=1) is None
+    assert check_cell_sizes(predictor, files, probs, None, threads=1) is None
+    model.hparams["preprocessing"] = {}
+    assert check_cell_sizes(predictor, files, probs, 0.1, threads=1) is None

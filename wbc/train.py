@@ -98,6 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             **datamodule.preprocessor.describe(),
             "train_um_per_px": datamodule.um_per_px,
             "train_cell_um": datamodule.cell_um,  # the white-cell ruler of folders without red cells (predict.py)
+            "train_class_cell_um": datamodule.class_cell_um,  # per class: predict.py's check of a folder's ruler
         },
     )
     model.sr_state = sr_state  # the SR weights travel inside every checkpoint (see WBCClassifier)

@@ -13,7 +13,9 @@ from wbc.data.decode import read_image
 from wbc.data.framing import (
     RBC_DIAMETER_UM,
     TYPICAL_CELL_UM,
+    CellLocation,
     Framing,
+    class_cell_um,
     crop_square,
     locate_cell,
     measure_um_per_px,
@@ -240,3 +242,15 @@ def test_is_grey_allows_one_percent_of_coloured_pixels(coloured: int, grey: bool
     image[..., 2] = 126
     image.reshape(-1, 3)[:coloured, 2] = 127
     assert is_grey(image) is grey
+
+
+def test_class_cell_um_is_the_median_per_class_by_hand():
+    def loc(d):
+        return CellLocation(found=True, cell_diameter=d)
+
+    locations = [loc(100), loc(120), loc(110), loc(200), loc(220), None, CellLocation(found=False), loc(50)]
+    classes = ["L", "L", "L", "M", "M", "M", "M", "N"]
+    # L: median(100, 110, 120) = 110 px; M: median(200, 220) = 210 px (None and not found left out); N: 1 cell
+    assert class_cell_um(locations, classes, 0.1, min_cells=1) == pytest.approx({"L": 11.0, "M": 21.0, "N": 5.0})
+    assert class_cell_um(locations, classes, 0.1, min_cells=2) == pytest.approx({"L": 11.0, "M": 21.0})
+    assert class_cell_um(locations, classes, None, min_cells=1) == {}

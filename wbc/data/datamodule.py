@@ -20,6 +20,7 @@ from wbc.data.framing import (
     DEFAULT_FIELD_UM,
     CellLocation,
     Framing,
+    class_cell_um,
     locate_cell,
     location_overlay,
     measure_um_per_px,
@@ -87,6 +88,7 @@ class WBCDataModule(L.LightningDataModule):
         )
         self.um_per_px: float | None = getattr(source, "um_per_px", None)  # scale framing: given, or measured
         self.cell_um: float | None = None  # scale framing: the training cells' median diameter as located, in um
+        self.class_cell_um: dict[str, float] = {}  # the same per class (predict.py's check of a folder's pixel size)
         self.framing_used: dict[str, str] = {}  # content key -> framing applied (after fallbacks)
         self.framing_notes: dict[str, str] = {}  # content key -> why it differs from data.framing
         self.small_crops: set[str] = set()  # content keys framed at fewer pixels than S (native SR enlarges them)
@@ -191,8 +193,10 @@ class WBCDataModule(L.LightningDataModule):
                     log.info(
                         "framing=scale: %.4f um per pixel, measured on the training images' red cells", self.um_per_px
                     )
-            train = [loc for k, loc in zip(keys, self._locations, strict=True) if k in train_keys and loc]
-            self.cell_um = median_cell_um(train, self.um_per_px)
+            train = [(loc, s) for k, loc, s in zip(keys, self._locations, samples, strict=True) if k in train_keys]
+            self.cell_um = median_cell_um([loc for loc, _ in train if loc], self.um_per_px)
+            classes = [self.class_names[s.label] for _, s in train]
+            self.class_cell_um = class_cell_um([loc for loc, _ in train], classes, self.um_per_px)
         array, meta = builder.references(self.um_per_px, self._locations)
         self._builder = builder
         self.small_crops = set(meta.get("small", []))

@@ -297,6 +297,23 @@ def median_cell_um(locations: Sequence[CellLocation], um_per_px: float | None, m
     return float(np.median(d)) * um_per_px if um_per_px and len(d) >= min_cells else None
 
 
+def class_cell_um(
+    locations: Sequence[CellLocation | None],
+    classes: Sequence[str],
+    um_per_px: float | None,
+    min_cells: int = 5,
+) -> dict[str, float]:
+    """Per class, the median diameter of the located white cells in micrometres (``classes[i]``: the class of
+    ``locations[i]``); classes with fewer than ``min_cells`` located cells are left out. Comparing a folder's with
+    the training cells', class by class, checks its pixel size without depending on its class mix."""
+    by_class: dict[str, list[CellLocation]] = {}
+    for loc, c in zip(locations, classes, strict=True):
+        if loc is not None:
+            by_class.setdefault(c, []).append(loc)
+    sizes = {c: median_cell_um(locs, um_per_px, min_cells) for c, locs in by_class.items()}
+    return {c: v for c, v in sizes.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Framing:
     """The framing step: ``method`` (centre, cell or scale) and the field's side in micrometres (``field_um``;
