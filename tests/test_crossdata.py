@@ -135,6 +135,11 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
         assert r["ci95"]["f1_macro"][0] <= r["metrics"]["f1_macro"] <= r["ci95"]["f1_macro"][1]
         assert 0 < r["cells"] <= r["images"] and int(row["cells"]) == r["cells"]
     assert (tmp_path / "cross_dataset.md").read_text().count("| mine |") == 4
+    # the cells' check of the pixel size, once per folder: the training images themselves, so about 1 if any
+    assert ["cell_sizes" in r for r in results] == [True, False, False, False]
+    sizes = results[0]["cell_sizes"]
+    assert sizes is None or (abs(sizes["ratio"] - 1) < 0.05 and not sizes["warn"])
+    assert "- mine: " in (tmp_path / "cross_dataset.md").read_text()
     assert (tmp_path / "cross_dataset.png").stat().st_size > 0
 
 

@@ -22,7 +22,14 @@ import torch
 
 from wbc.calibration import expected_calibration_error
 from wbc.metrics import macro, rates_from_confusion
-from wbc.predict import evaluation_mapping, folder_labels, input_um_per_px, list_inputs, predict_files
+from wbc.predict import (
+    check_cell_sizes,
+    evaluation_mapping,
+    folder_labels,
+    input_um_per_px,
+    list_inputs,
+    predict_files,
+)
 from wbc.predictor import CheckpointError, Predictor, iterate_batches
 
 log = logging.getLogger(__name__)
@@ -154,11 +161,13 @@ def evaluate_folder(
     tta: bool = False,
     same_cell: bool = True,
     adapt_layers: Any = "auto",
+    check_sizes: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was); ``tta`` averages the
     eight flips/90-degree rotations of each image. With ``same_cell`` the intervals resample cells, crops of one
     cell (:func:`same_cell_groups`) together; ``cells`` in the result counts them. ``adapt_layers``: AdaBN's
-    batch-norm layers (:meth:`~wbc.predictor.Predictor.adapt_layers`)."""
+    batch-norm layers (:meth:`~wbc.predictor.Predictor.adapt_layers`); ``check_sizes``: the cells' check of the
+    pixel size (:func:`~wbc.predict.check_cell_sizes`) in ``cell_sizes``."""
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
@@ -197,6 +206,8 @@ def evaluate_folder(
     if same_cell and groups is None:
         log.info("%s: over %d images; intervals resample images, not cells", folder, MAX_GROUPED)
     result["cells"] = len(np.unique(groups)) if groups is not None else len(keep)
+    if check_sizes:
+        result["cell_sizes"] = check_cell_sizes(predictor, files, probs, um_per_px, threads)
     if len(keep):
         result["metrics"] = headline(y, p.argmax(1), p, len(names))
         result["ci95"] = bootstrap(y, p, len(names), n_boot, groups=groups)
@@ -247,6 +258,7 @@ def run(cfg: Any) -> int:
                     tta,
                     cfg.same_cell,
                     cfg.adapt_bn_layers,
+                    check_sizes=(adapt, tta) == settings[0],
                 )
             except (UserError, FileNotFoundError, ValueError) as err:
                 log.error("%s: %s", name, err)

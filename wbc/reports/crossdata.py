@@ -36,6 +36,7 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
         "evidence; macro-F1 averages the classes present in each folder; ECE: 15 equal-width confidence bins, "
         "after the checkpoint's temperature.",
     ]
+    lines += _pixel_sizes(results)
     (out / "cross_dataset.md").write_text("\n".join(lines) + "\n")
     with (out / "cross_dataset.csv").open("w", newline="") as f:
         csv.writer(f).writerows([["dataset", "adapt_bn", "tta", "images", "cells", *cols], *rows])
@@ -50,3 +51,28 @@ def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
     if value is None or value != value:
         return "n/a"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def _pixel_sizes(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Each folder's pixel size and the cells' check of it (``cell_sizes``), where scale framing measured one."""
+    lines = []
+    for r in results:
+        sizes = r.get("cell_sizes")
+        if not r.get("um_per_px") or "cell_sizes" not in r:
+            continue
+        if sizes is None:
+            check = "no check (too few located cells of three classes, or a checkpoint without the training sizes)"
+        else:
+            detail = ", ".join(f"{c} {v['ratio']:.3f}" for c, v in sizes["per_class"].items())
+            warn = ": more than 5 % off, check the pixel size (`um_per_px=`)" if sizes["warn"] else ""
+            check = f"{sizes['ratio']:.3f} ({detail}){warn}"
+        lines.append(f"- {r['name']}: {r['um_per_px']:.4f} um per pixel; its cells against the training cells: {check}")
+    if lines:
+        lines = [
+            "",
+            "Pixel size (scale framing) and the cells' check of it: per predicted class, the folder's median",
+            "white-cell diameter over the training cells' (1 when the pixel size is right):",
+            "",
+            *lines,
+        ]
+    return lines
