@@ -50,6 +50,22 @@ def list_inputs(spec: str | os.PathLike) -> tuple[list[Path], Path | None]:
     raise FileNotFoundError(f"input not found: {spec} (not a file, a folder or a glob that matches files)")
 
 
+def locate_files(
+    paths: Sequence[Path], threads: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> list[CellLocation | None]:
+    """:func:`~wbc.data.framing.locate_cell` on each file, in threads; None for a file that cannot be read (its
+    error row comes from prediction)."""
+
+    def locate(path: Path) -> CellLocation | None:
+        try:
+            return locate_cell(read_image(path, max_pixels=max_pixels))
+        except Exception:
+            return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return list(pool.map(locate, paths))
+
+
 def measure_folder_um_per_px(
     files: Sequence[Path],
     threads: int = 2,
@@ -64,15 +80,7 @@ def measure_folder_um_per_px(
     one, which framing each cell by its own size does not). (None, why) when neither measures it."""
     images = [f for f in files if is_image_file(f)]
     step = max(1, len(images) // max_images)
-
-    def locate(path: Path) -> CellLocation | None:
-        try:
-            return locate_cell(read_image(path, max_pixels=max_pixels))
-        except Exception:  # unreadable files get their error row later
-            return None
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        located = [loc for loc in pool.map(locate, images[::step][:max_images]) if loc is not None]
+    located = [loc for loc in locate_files(images[::step][:max_images], threads, max_pixels) if loc is not None]
     um_per_px = measure_um_per_px([loc.rbc_diameter for loc in located])
     if um_per_px is not None:
         return um_per_px, "measured on the input's red cells"
@@ -114,15 +122,7 @@ def check_cell_sizes(
         return None
     predicted = [i for i in range(len(files)) if not torch.isnan(probs[i]).any()]
     sample = predicted[:: max(1, len(predicted) // max_images)][:max_images]
-
-    def locate(path: Path) -> CellLocation | None:
-        try:
-            return locate_cell(read_image(path, max_pixels=max_pixels))
-        except Exception:  # predicted once already: a file that fails now is left out of the check
-            return None
-
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        located = list(pool.map(locate, [files[i] for i in sample]))
+    located = locate_files([files[i] for i in sample], threads, max_pixels)
     classes = [predictor.class_names[int(probs[i].argmax())] for i in sample]
     here = class_cell_um(located, classes, um_per_px, SIZE_MIN_CELLS)
     per_class = {
