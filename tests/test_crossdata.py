@@ -9,7 +9,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from wbc.crossdata import SAME_CELL_RMS, bootstrap, evaluate_folder, headline, run, same_cell_groups, thumbnails
+from wbc.crossdata import (
+    SAME_CELL_RMS,
+    bootstrap,
+    evaluate_folder,
+    headline,
+    resamples,
+    run,
+    same_cell_groups,
+    seed_mean,
+    thumbnails,
+)
 from wbc.predict import Predictor
 
 
@@ -140,6 +150,45 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
     assert "- mine: 0." in (tmp_path / "cross_dataset.md").read_text()
 
 
+def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path):
+    ckpt, folder, class_map = labelled
+    cfg = OmegaConf.create(
+        {
+            "ckpt_path": [str(ckpt), str(ckpt.with_name("last.ckpt"))],
+            "datasets": {"mine": str(folder)},
+            "class_map": class_map,
+            "adapt_bn": False,
+            "tta": [False, True],
+            "um_per_px": None,
+            "bootstrap": 50,
+            "same_cell": True,
+            "adapt_bn_layers": "auto",
+            "batch_size": 16,
+            "decode_threads": 1,
+            "device": "cpu",
+            "trust_checkpoint": False,
+            "output_dir": str(tmp_path),
+        }
+    )
+    assert run(cfg) == 0
+    results = json.loads((tmp_path / "cross_dataset.json").read_text())["results"]
+    run_name = ckpt.parent.parent.name  # both in one run folder: numbered to tell them apart
+    models = [f"1:{run_name}", f"2:{run_name}", "mean of 2", "ensemble of 2"]
+    assert [(r["model"], r["tta"]) for r in results] == [(m, t) for t in (False, True) for m in models]
+    for setting in (results[:4], results[4:]):
+        one, two, mean, ensemble = setting
+        for key in ("accuracy", "f1_macro", "ece"):
+            assert mean["metrics"][key] == pytest.approx((one["metrics"][key] + two["metrics"][key]) / 2)
+            assert mean["ci95"][key][0] <= mean["metrics"][key] <= mean["ci95"][key][1]
+            assert ensemble["ci95"][key][0] <= ensemble["metrics"][key] <= ensemble["ci95"][key][1]
+        assert mean["images"] == ensemble["images"] == one["images"] == 64
+    rows = list(csv.DictReader((tmp_path / "cross_dataset.csv").open()))
+    assert [r["model"] for r in rows] == models * 2
+    text = (tmp_path / "cross_dataset.md").read_text()
+    assert "| mine | mean of 2 | no | no | 64 (" in text and "`ensemble of K` averages" in text
+    assert f"- mine [1:{run_name}]: 0." in text
+
+
 def test_report_lists_each_folders_pixel_size_and_its_check(tmp_path):
     from wbc.reports.crossdata import write_report
 
@@ -188,3 +237,69 @@ def test_cross_dataset_command_refuses_a_missing_folder(labelled, tmp_path):
     cfg.datasets = {"mine": str(tmp_path)}
     cfg.enlarger = str(tmp_path / "no-such-weights.pt")  # a bad enlarger: refused before any folder is read
     assert run(cfg) == 2
+
+
+def test_seed_mean_by_hand():
+    # two checkpoints on 4 images of classes 0, 0, 1, 1: the first right on all, the second calls one image 0 -> 1
+    y = np.array([0, 0, 1, 1])
+    right = np.eye(2)[y] * 0.8 + 0.1
+    wrong = right.copy()
+    wrong[0] = [0.3, 0.7]
+    result = seed_mean(y, np.stack([right, wrong]), 2, n_boot=50)
+    assert result["metrics"]["accuracy"] == pytest.approx((1 + 0.75) / 2)
+    # second: class 0 P 1, R 1/2 -> F1 2/3; class 1 P 2/3, R 1 -> F1 0.8
+    assert result["metrics"]["f1_macro"] == pytest.approx((1 + (2 / 3 + 0.8) / 2) / 2)
+    assert result["seed_sd"]["accuracy"] == pytest.approx(np.std([1, 0.75], ddof=1))
+    assert [m["accuracy"] for m in result["per_seed"]] == [1.0, 0.75]
+
+
+def test_seed_mean_of_identical_checkpoints_is_the_cell_bootstrap():
+    # no seed spread: the interval is the mean -/+ 1.96 bootstrap standard deviations of the (one) value over cells
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 120)
+    probs = np.eye(3)[np.where(rng.random(120) < 0.8, y, (y + 1) % 3)] * 0.7 + 0.1
+    groups = np.repeat(np.arange(60), 2)
+    result = seed_mean(y, np.stack([probs, probs, probs]), 3, n_boot=200, groups=groups)
+    draws = [headline(y[i], probs[i].argmax(1), probs[i], 3)["accuracy"] for i in resamples(120, 200, 0, groups)]
+    half = 1.959964 * np.std(draws, ddof=1)
+    assert result["seed_sd"]["accuracy"] == 0
+    assert result["ci95"]["accuracy"] == pytest.approx(
+        (result["metrics"]["accuracy"] - half, result["metrics"]["accuracy"] + half)
+    )
+
+
+def test_seed_mean_widens_with_seeds_that_disagree():
+    # three checkpoints at 60 %, 80 % and 100 % accuracy on 300 images: the seed part dominates, and the interval
+    # is wider than a normal interval of the three values' spread and near their Student-t interval (2 degrees of
+    # freedom; a few more once the cells' part is added)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 300)
+    probs = np.stack([np.eye(4)[np.where(np.arange(300) % 10 < k, y, (y + 1) % 4)] * 0.6 + 0.1 for k in (6, 8, 10)])
+    result = seed_mean(y, probs, 4, n_boot=100)
+    lo, hi = result["ci95"]["accuracy"]
+    seed_se = 0.2 / 3**0.5
+    assert result["metrics"]["accuracy"] == pytest.approx(0.8)
+    assert 2 * 1.96 * seed_se < hi - lo < 2 * 4.302653 * seed_se * 1.2
+    assert hi - lo == pytest.approx(2 * 4.302653 * seed_se, rel=0.1)
+
+
+@pytest.mark.slow
+def test_seed_mean_covers_the_recipe_value():
+    # a recipe whose seeds differ in skill and whose cells differ in difficulty (logit skill + difficulty): over
+    # repetitions (new seeds, new cells), the 95 % interval of the mean accuracy holds the recipe's expected
+    # accuracy at least about 95 % of the time, and is not much wider than the estimator's actual spread
+    rng = np.random.default_rng(4)
+    truth = float(np.mean(1 / (1 + np.exp(-(rng.normal(0, 0.4, 10**6) + rng.normal(1.8, 1.0, 10**6))))))
+    hits, widths, means = 0, [], []
+    for _ in range(80):
+        skill, difficulty = rng.normal(0, 0.4, 3), rng.normal(1.8, 1.0, 150)
+        correct = rng.random((3, 150)) < 1 / (1 + np.exp(-(skill[:, None] + difficulty[None, :])))
+        y = rng.integers(0, 4, 150)
+        probs = np.stack([np.eye(4)[np.where(c, y, (y + 1) % 4)] * 0.6 + 0.1 for c in correct])
+        r = seed_mean(y, probs, 4, n_boot=100, seed=int(rng.integers(1 << 30)))
+        lo, hi = r["ci95"]["accuracy"]
+        hits += lo <= truth <= hi
+        widths.append(hi - lo)
+        means.append(r["metrics"]["accuracy"])
+    assert hits / 80 >= 0.9
+    assert np.median(widths) < 2 * 1.96 * np.std(means) * 2.0

@@ -13,7 +13,8 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,21 +99,27 @@ def bootstrap(
     """Percentile 95 % intervals of :func:`headline`'s values over images resampled with replacement; with
     ``groups`` (a group id per image: crops of one cell), whole groups are resampled (a cluster bootstrap), so
     that copies of one cell do not pass for independent evidence."""
-    rng = np.random.default_rng(seed)
     pred = probs.argmax(1)
-    members = None
-    if groups is not None:  # the images of each group: indices sorted by group, split where the group changes
-        _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-        members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
     draws: dict[str, list[float]] = {}
-    for _ in range(n_boot):
-        if members is None:
-            i = rng.integers(0, len(y), len(y))
-        else:
-            i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    for i in resamples(len(y), n_boot, seed, groups):
         for k, v in headline(y[i], pred[i], probs[i], n_classes).items():
             draws.setdefault(k, []).append(v)
     return {k: tuple(float(q) for q in np.nanpercentile(v, [2.5, 97.5])) for k, v in draws.items()}
+
+
+def resamples(n: int, n_boot: int, seed: int = 0, groups: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """``n_boot`` bootstrap resamples of ``n`` images (index arrays): images drawn with replacement, or with
+    ``groups`` (a group id per image) whole groups."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        for _ in range(n_boot):
+            yield rng.integers(0, n, n)
+        return
+    # the images of each group: indices sorted by group, split where the group changes
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    for _ in range(n_boot):
+        yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
 
 
 def prepared_folder(
@@ -162,12 +169,14 @@ def evaluate_folder(
     same_cell: bool = True,
     adapt_layers: Any = "auto",
     check_sizes: bool = False,
+    arrays: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was); ``tta`` averages the
     eight flips/90-degree rotations of each image. With ``same_cell`` the intervals resample cells, crops of one
     cell (:func:`same_cell_groups`) together; ``cells`` in the result counts them. ``adapt_layers``: AdaBN's
     batch-norm layers (:meth:`~wbc.predictor.Predictor.adapt_layers`); ``check_sizes``: the cells' check of the
-    pixel size (:func:`~wbc.predict.check_cell_sizes`) in ``cell_sizes``."""
+    pixel size (:func:`~wbc.predict.check_cell_sizes`) in ``cell_sizes``; ``arrays``: the evaluated files'
+    indices, labels, probabilities and cell groups in ``arrays`` (for several checkpoints' summary)."""
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
@@ -211,7 +220,56 @@ def evaluate_folder(
     if len(keep):
         result["metrics"] = headline(y, p.argmax(1), p, len(names))
         result["ci95"] = bootstrap(y, p, len(names), n_boot, groups=groups)
+    if arrays:
+        result["arrays"] = {"files": np.array(keep, dtype=np.int64), "y": y, "probs": p, "groups": groups}
     return result
+
+
+def seed_mean(
+    y: np.ndarray,
+    probs: np.ndarray,
+    n_classes: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """:func:`headline`'s values of several checkpoints of one recipe (``probs``: (K, N, C), K training seeds on
+    the same N images) averaged over the checkpoints, with 95 % intervals for the recipe: what another training
+    seed would score on another sample of such cells.
+
+    Seeds and cells are crossed (every checkpoint sees the same cells), so the variance of the mean has a seed
+    part and a cell part, estimated separately and added: the spread of the checkpoints' values over seeds
+    divided by K (training noise, and each seed's own luck with these cells), and the cluster bootstrap variance
+    of the seed mean over cells (``groups``: crops of one cell together; the sample of cells that every seed
+    shares). Their sum counts the seed-by-cell interaction twice, so it errs wide, never narrow. The interval is
+    Student-t with Satterthwaite's degrees of freedom (K - 1 when the seed part dominates)."""
+    from scipy import stats
+
+    k = len(probs)
+    per_seed = [headline(y, p.argmax(1), p, n_classes) for p in probs]
+    draws: dict[str, list[float]] = {}
+    for i in resamples(len(y), n_boot, seed, groups):
+        values: dict[str, list[float]] = {}
+        for p in probs:
+            for key, v in headline(y[i], p[i].argmax(1), p[i], n_classes).items():
+                values.setdefault(key, []).append(v)
+        for key, v in values.items():
+            draws.setdefault(key, []).append(float(np.mean(v)))  # NaN (a class absent from a resample) stays NaN
+    mean, ci, sd = {}, {}, {}
+    for key in per_seed[0]:
+        v = np.array([m[key] for m in per_seed], dtype=float)
+        if np.isnan(v).any():  # a class absent from the folder: no recall, for any seed
+            mean[key], ci[key], sd[key] = math.nan, (math.nan, math.nan), math.nan
+            continue
+        mean[key] = float(v.mean())
+        seed_var = float(v.var(ddof=1)) / k if k > 1 else 0.0
+        cell_var = float(np.nanvar(draws[key], ddof=1))
+        total = seed_var + cell_var
+        df = total**2 * (k - 1) / seed_var**2 if seed_var > 0 else math.inf
+        half = float(stats.t.ppf(0.975, df) if math.isfinite(df) else stats.norm.ppf(0.975)) * math.sqrt(total)
+        ci[key] = (mean[key] - half, mean[key] + half)
+        sd[key] = float(v.std(ddof=1)) if k > 1 else math.nan
+    return {"metrics": mean, "ci95": ci, "seed_sd": sd, "per_seed": per_seed}
 
 
 def _settings(value: Any) -> list[bool]:
@@ -221,62 +279,124 @@ def _settings(value: Any) -> list[bool]:
     return [bool(v) for v in (list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
 
 
+def checkpoint_labels(paths: list[str]) -> list[str]:
+    """A short, distinct name per checkpoint for the report: its run folder's name (``<run>/checkpoints/x.ckpt``),
+    else its file name, numbered where two would read alike."""
+    names = []
+    for path in map(Path, paths):
+        names.append(path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
+    if len(set(names)) < len(names):
+        names = [f"{k + 1}:{n}" for k, n in enumerate(names)]
+    return names
+
+
+def summarise(rows: list[dict[str, Any]], n_classes: int, n_boot: int) -> list[dict[str, Any]]:
+    """The rows of several checkpoints of one recipe on one folder and setting -> two rows: their mean with an
+    interval over seeds and cells (:func:`seed_mean`) and their ensemble (the mean of their probabilities: one
+    classifier, interval over cells). Only the files that every checkpoint evaluated count."""
+    parts = [r["arrays"] for r in rows]
+    common = parts[0]["files"]
+    for a in parts[1:]:
+        common = np.intersect1d(common, a["files"])
+    if not len(common):
+        return []
+    take = [np.searchsorted(a["files"], common) for a in parts]
+    y = parts[0]["y"][take[0]]
+    probs = np.stack([a["probs"][t] for a, t in zip(parts, take, strict=True)])
+    groups = parts[0]["groups"][take[0]] if parts[0]["groups"] is not None else None
+    base = {k: rows[0][k] for k in ("name", "folder", "adapt_bn", "tta", "cells")} | {"images": len(common)}
+    recipe = seed_mean(y, probs, n_classes, n_boot, groups=groups)
+    mean_row = base | {"model": f"mean of {len(rows)}", "metrics": recipe["metrics"], "ci95": recipe["ci95"]}
+    mean_row["seed_sd"] = recipe["seed_sd"]
+    ensemble = probs.mean(0)
+    ensemble_row = base | {
+        "model": f"ensemble of {len(rows)}",
+        "metrics": headline(y, ensemble.argmax(1), ensemble, n_classes),
+        "ci95": bootstrap(y, ensemble, n_classes, n_boot, groups=groups),
+    }
+    return [mean_row, ensemble_row]
+
+
 def run(cfg: Any) -> int:
     """The cross_dataset command; returns the exit code (2: bad checkpoint, folder or mapping)."""
+    from omegaconf import OmegaConf
+
     from wbc.errors import UserError
     from wbc.reports.artefacts import write_json
     from wbc.reports.crossdata import write_report
 
     out = Path(cfg.output_dir)
+    given = cfg.ckpt_path
+    paths = [str(p) for p in given] if OmegaConf.is_list(given) or isinstance(given, list) else [str(given)]
     try:
-        predictor = Predictor.from_checkpoint(
-            cfg.ckpt_path, cfg.device, trust=cfg.trust_checkpoint, enlarger=cfg.get("enlarger")
-        )
+        predictors = [
+            Predictor.from_checkpoint(p, cfg.device, trust=cfg.trust_checkpoint, enlarger=cfg.get("enlarger"))
+            for p in paths
+        ]
     except (CheckpointError, ValueError) as err:
         log.error("%s", err)
         return 2
+    names = predictors[0].class_names
+    if any(p.class_names != names for p in predictors):
+        log.error("ckpt_path: the checkpoints classify into different classes: %s", [p.class_names for p in predictors])
+        return 2
+    labels = checkpoint_labels(paths) if len(paths) > 1 else [None]
     class_map = None if cfg.class_map is None else dict(cfg.class_map)
     settings = [(a, t) for a in _settings(cfg.adapt_bn) for t in _settings(cfg.tta)]
     results = []
     for name, folder in dict(cfg.datasets).items():
-        try:  # one pixel size per folder (one microscope), measured once for all its settings
-            um_per_px = input_um_per_px(predictor, list_inputs(folder)[0], cfg.um_per_px, cfg.decode_threads)
+        try:  # one pixel size per folder (one microscope) and checkpoint (its ruler), measured once for all settings
+            files = list_inputs(folder)[0]
+            ums = [input_um_per_px(p, files, cfg.um_per_px, cfg.decode_threads) for p in predictors]
         except (FileNotFoundError, ValueError) as err:
             log.error("%s: %s", name, err)
             return 2
         for adapt, tta in settings:
-            try:
-                r = evaluate_folder(
-                    predictor,
-                    folder,
-                    class_map,
-                    bool(adapt),
-                    um_per_px,
-                    cfg.batch_size,
-                    cfg.decode_threads,
-                    cfg.bootstrap,
+            rows = []
+            for predictor, label, um_per_px in zip(predictors, labels, ums, strict=True):
+                try:
+                    r = evaluate_folder(
+                        predictor,
+                        folder,
+                        class_map,
+                        bool(adapt),
+                        um_per_px,
+                        cfg.batch_size,
+                        cfg.decode_threads,
+                        cfg.bootstrap,
+                        tta,
+                        cfg.same_cell,
+                        cfg.adapt_bn_layers,
+                        check_sizes=(adapt, tta) == settings[0],
+                        arrays=len(paths) > 1,
+                    )
+                except (UserError, FileNotFoundError, ValueError) as err:
+                    log.error("%s: %s", name, err)
+                    return 2
+                r["name"] = name
+                if label is not None:
+                    r["model"] = label
+                m = r.get("metrics", {})
+                log.info(
+                    "%s%s (adapt_bn=%s, tta=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
+                    name,
+                    f" [{label}]" if label else "",
+                    adapt,
                     tta,
-                    cfg.same_cell,
-                    cfg.adapt_bn_layers,
-                    check_sizes=(adapt, tta) == settings[0],
+                    r["images"],
+                    m.get("accuracy", float("nan")),
+                    m.get("f1_macro", float("nan")),
+                    m.get("ece"),
                 )
-            except (UserError, FileNotFoundError, ValueError) as err:
-                log.error("%s: %s", name, err)
-                return 2
-            r["name"] = name
-            m = r.get("metrics", {})
-            log.info(
-                "%s (adapt_bn=%s, tta=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
-                name,
-                adapt,
-                tta,
-                r["images"],
-                m.get("accuracy", float("nan")),
-                m.get("f1_macro", float("nan")),
-                m.get("ece"),
-            )
-            results.append(r)
-    write_json(out / "cross_dataset.json", {"checkpoint": str(cfg.ckpt_path), "results": results})
-    write_report(results, predictor.class_names, out, f"Cross-dataset evaluation of {cfg.ckpt_path}")
+                rows.append(r)
+            if len(rows) > 1:
+                rows += summarise(rows, len(names), cfg.bootstrap)
+            for r in rows:
+                r.pop("arrays", None)
+            results += rows
+    checkpoint = paths[0] if len(paths) == 1 else paths
+    write_json(out / "cross_dataset.json", {"checkpoint": checkpoint, "results": results})
+    what = paths[0] if len(paths) == 1 else f"{len(paths)} checkpoints"
+    write_report(results, names, out, f"Cross-dataset evaluation of {what}")
     log.info("report: %s", out / "cross_dataset.md")
     return 0

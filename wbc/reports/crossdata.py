@@ -16,19 +16,18 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
     out.mkdir(parents=True, exist_ok=True)
     cols = ["accuracy", "f1_macro", *[f"recall/{c}" for c in range(len(class_names))], "ece"]
     heads = ["accuracy", "macro-F1", *[f"recall {n}" for n in class_names], "ECE"]
-    lines = [f"# {title}", "", "| dataset | adapt_bn | tta | images (cells) | " + " | ".join(heads) + " |"]
-    lines.append("|" + "---|" * (4 + len(heads)))
+    models = any("model" in r for r in results)  # several checkpoints: a column names each, and the summaries
+    first = ["dataset", *(["model"] if models else []), "adapt_bn", "tta", "images (cells)"]
+    lines = [f"# {title}", "", "| " + " | ".join([*first, *heads]) + " |", "|" + "---|" * (len(first) + len(heads))]
     rows = []
     for r in results:
         m, ci = r.get("metrics", {}), r.get("ci95", {})
-        values = [_cell(m.get(k), ci.get(k)) for k in cols]
         cells = r.get("cells", r["images"])
-        lines.append(
-            f"| {r['name']} | {_yes(r['adapt_bn'])} | {_yes(r.get('tta'))} | {r['images']} ({cells}) | "
-            + " | ".join(values)
-            + " |"
-        )
-        rows.append([r["name"], r["adapt_bn"], bool(r.get("tta")), r["images"], cells, *[m.get(k) for k in cols]])
+        head = [r["name"], *([r.get("model", "")] if models else []), _yes(r["adapt_bn"]), _yes(r.get("tta"))]
+        values = [f"{r['images']} ({cells})", *[_cell(m.get(k), ci.get(k)) for k in cols]]
+        lines.append("| " + " | ".join([*head, *values]) + " |")
+        tags = [r["name"], *([r.get("model", "")] if models else []), r["adapt_bn"], bool(r.get("tta"))]
+        rows.append([*tags, r["images"], cells, *[m.get(k) for k in cols]])
     lines += [
         "",
         "Values over all images, with bootstrap 95 % intervals (1,000 resamples) over cells: crops that frame to "
@@ -36,11 +35,20 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
         "evidence; macro-F1 averages the classes present in each folder; ECE: 15 equal-width confidence bins, "
         "after the checkpoint's temperature.",
     ]
+    if models:
+        lines += [
+            "",
+            "Several checkpoints (one recipe, several training seeds): `mean of K` is the mean of their values, its "
+            "95 % interval for another seed of the recipe on another sample of such cells (the spread over seeds / K "
+            "plus the bootstrap variance of the mean over cells, Student-t); `ensemble of K` averages their "
+            "probabilities (one classifier, K times the inference).",
+        ]
     lines += _pixel_sizes(results)
     (out / "cross_dataset.md").write_text("\n".join(lines) + "\n")
     with (out / "cross_dataset.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([["dataset", "adapt_bn", "tta", "images", "cells", *cols], *rows])
-    save_figure(plot_cross_dataset(results), out / "cross_dataset.png")
+        csv.writer(f).writerows([[*first[:-1], "images", "cells", *cols], *rows])
+    shown = [r for r in results if str(r.get("model", "mean of")).startswith("mean of")]  # one bar per setting
+    save_figure(plot_cross_dataset(shown), out / "cross_dataset.png")
 
 
 def _yes(flag: bool | None) -> str:
@@ -66,7 +74,8 @@ def _pixel_sizes(results: Sequence[dict[str, Any]]) -> list[str]:
             detail = ", ".join(f"{c} {v['ratio']:.3f}" for c, v in sizes["per_class"].items())
             warn = ": more than 5 % off, check the pixel size (`um_per_px=`)" if sizes["warn"] else ""
             check = f"{sizes['ratio']:.3f} ({detail}){warn}"
-        lines.append(f"- {r['name']}: {r['um_per_px']:.4f} um per pixel; its cells against the training cells: {check}")
+        who = f"{r['name']} [{r['model']}]" if r.get("model") else r["name"]
+        lines.append(f"- {who}: {r['um_per_px']:.4f} um per pixel; its cells against the training cells: {check}")
     if lines:
         lines = [
             "",
