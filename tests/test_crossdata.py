@@ -152,6 +152,7 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
 
 def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path):
     ckpt, folder, class_map = labelled
+    out = tmp_path / "not" / "made yet"  # an output_dir that does not exist: made
     cfg = OmegaConf.create(
         {
             "ckpt_path": [str(ckpt), str(ckpt.with_name("last.ckpt"))],
@@ -167,11 +168,11 @@ def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path
             "decode_threads": 1,
             "device": "cpu",
             "trust_checkpoint": False,
-            "output_dir": str(tmp_path),
+            "output_dir": str(out),
         }
     )
     assert run(cfg) == 0
-    results = json.loads((tmp_path / "cross_dataset.json").read_text())["results"]
+    results = json.loads((out / "cross_dataset.json").read_text())["results"]
     run_name = ckpt.parent.parent.name  # both in one run folder: numbered to tell them apart
     models = [f"1:{run_name}", f"2:{run_name}", "mean of 2", "ensemble of 2"]
     assert [(r["model"], r["tta"]) for r in results] == [(m, t) for t in (False, True) for m in models]
@@ -182,9 +183,9 @@ def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path
             assert mean["ci95"][key][0] <= mean["metrics"][key] <= mean["ci95"][key][1]
             assert ensemble["ci95"][key][0] <= ensemble["metrics"][key] <= ensemble["ci95"][key][1]
         assert mean["images"] == ensemble["images"] == one["images"] == 64
-    rows = list(csv.DictReader((tmp_path / "cross_dataset.csv").open()))
+    rows = list(csv.DictReader((out / "cross_dataset.csv").open()))
     assert [r["model"] for r in rows] == models * 2
-    text = (tmp_path / "cross_dataset.md").read_text()
+    text = (out / "cross_dataset.md").read_text()
     assert "| mine | mean of 2 | no | no | 64 (" in text and "`ensemble of K` averages" in text
     assert f"- mine [1:{run_name}]: 0." in text
 

@@ -326,6 +326,7 @@ def run(cfg: Any) -> int:
     from wbc.reports.crossdata import write_report
 
     out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)  # now, not after the evaluation: a folder it cannot make fails at once
     given = cfg.ckpt_path
     paths = [str(p) for p in given] if OmegaConf.is_list(given) or isinstance(given, list) else [str(given)]
     try:
