@@ -242,7 +242,7 @@ def seed_mean(
     divided by K (training noise, and each seed's own luck with these cells), and the cluster bootstrap variance
     of the seed mean over cells (``groups``: crops of one cell together; the sample of cells that every seed
     shares). Their sum counts the seed-by-cell interaction twice, so it errs wide, never narrow. The interval is
-    Student-t with Satterthwaite's degrees of freedom (K - 1 when the seed part dominates)."""
+    Student-t with Satterthwaite's degrees of freedom (K - 1 when the seed part dominates), cut to [0, 1]."""
     from scipy import stats
 
     k = len(probs)
@@ -267,7 +267,7 @@ def seed_mean(
         total = seed_var + cell_var
         df = total**2 * (k - 1) / seed_var**2 if seed_var > 0 else math.inf
         half = float(stats.t.ppf(0.975, df) if math.isfinite(df) else stats.norm.ppf(0.975)) * math.sqrt(total)
-        ci[key] = (mean[key] - half, mean[key] + half)
+        ci[key] = (max(0.0, mean[key] - half), min(1.0, mean[key] + half))  # every value here is within [0, 1]
         sd[key] = float(v.std(ddof=1)) if k > 1 else math.nan
     return {"metrics": mean, "ci95": ci, "seed_sd": sd, "per_seed": per_seed}
 
