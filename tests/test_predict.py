@@ -219,6 +219,8 @@ def test_bad_checkpoints_are_explained(trained, tmp_path):
     run_dir, _ = trained
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "none.ckpt")
+    with pytest.raises(CheckpointError, match="takes one checkpoint file.*cross_dataset.py"):
+        load_checkpoint(OmegaConf.create(["a.ckpt", "b.ckpt"]))  # predict.py 'ckpt_path=[a.ckpt,b.ckpt]'
     (tmp_path / "garbage.ckpt").write_bytes(os.urandom(2048))
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "garbage.ckpt")

@@ -32,6 +32,11 @@ class CheckpointError(Exception):
 
 def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, Any]:
     """Read and validate a wbc classifier checkpoint, with ``weights_only`` unless ``trust`` is set."""
+    if not isinstance(path, str | os.PathLike):  # ckpt_path=[a,b] on the command line: a list
+        raise CheckpointError(
+            f"ckpt_path={path}: this takes one checkpoint file; to evaluate several (a recipe's seeds) together, "
+            f"use scripts/cross_dataset.py 'ckpt_path=[a.ckpt,b.ckpt]'"
+        )
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
