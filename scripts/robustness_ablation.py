@@ -14,9 +14,10 @@ the weights) and pbc_robust+randconv (random convolutions of the input, model.ra
 were measured; pbc_robust_e12 and pbc_robust_e20 (the recipe at 12 and 20 epochs; 20 is the recipe's now).
 AdaBN and TTA are evaluation settings, so every recipe is reported with and without each. `--seeds 0,1,2` trains
 each recipe once per seed (run folders <recipe>, <recipe>_seed1, ...) and adds a row with the seeds' mean, on which
-the goals are judged. Resumable: a run whose folder holds metrics.json is not trained again, and an evaluation that
-exists is not repeated. Writes <out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py
-call (`-- trainer=gpu`).
+the goals are judged; its interval on each lab comes from evaluating the seeds together (cross_dataset.py with their
+checkpoints, <recipe>_seeds_cross/): another seed of the recipe on another sample of such cells. Resumable: a run
+whose folder holds metrics.json is not trained again, and an evaluation that exists is not repeated. Writes
+<out>/ablation.md and ablation.json. Extra arguments after `--` go to every train.py call (`-- trainer=gpu`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,25 @@ def evaluate(run: Path, datasets: dict[str, str], extra: list[str]) -> dict:
     return json.loads(report.read_text())
 
 
+def evaluate_seeds(name: str, runs: list[Path], datasets: dict[str, str], extra: list[str], out: Path) -> dict:
+    """A recipe's seeds evaluated together (``cross_dataset.py`` with their checkpoints): per lab and setting, the
+    95 % interval of their mean over seeds and cells (its ``mean of K`` rows)."""
+    report = out / f"{name}_seeds_cross" / "cross_dataset.json"
+    if not report.exists():
+        sets = ", ".join(f"{k}: {v}" for k, v in datasets.items())
+        ckpts = ",".join(str(run / "checkpoints" / "best.ckpt") for run in runs)
+        cmd = [sys.executable, "scripts/cross_dataset.py", f"ckpt_path=[{ckpts}]", f"datasets={{{sets}}}",
+               f"hydra.run.dir={report.parent}", *extra]  # fmt: skip
+        with open(out / f"{name}_seeds_cross.log", "w") as log:
+            subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    results = json.loads(report.read_text())["results"]
+    return {
+        r["name"] + _suffix(r["adapt_bn"], r.get("tta")): r["ci95"]["f1_macro"]
+        for r in results
+        if str(r.get("model", "")).startswith("mean of")
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pbc", default=str(ROOT.parent / "shared" / "data" / "pbc"))
@@ -137,16 +157,23 @@ def main() -> int:
                 row[f"{key}_accuracy"] = r["metrics"]["accuracy"]
                 row[f"{key}_ece"] = r["metrics"]["ece"]
         rows.append(row)
-    rows = with_means(rows)
+    seeds = {name: [run for (n, _), (run, _) in done.items() if n == name] for name, _ in jobs}
+    intervals = {
+        name: evaluate_seeds(name, runs, datasets, args.eval_args.split(), out)
+        for name, runs in seeds.items()
+        if len(runs) > 1 and datasets
+    }
+    rows = with_means(rows, intervals)
     (out / "ablation.json").write_text(json.dumps({"extra_overrides": extra, "rows": rows}, indent=1))
     write_table(rows, datasets, out / "ablation.md", extra)
     print((out / "ablation.md").read_text())
     return 0
 
 
-def with_means(rows: list[dict]) -> list[dict]:
+def with_means(rows: list[dict], intervals: dict[str, dict] | None = None) -> list[dict]:
     """``rows`` with, after the rows of each recipe trained with several seeds, a row of their mean (numbers
-    averaged; its "seed" lists the seeds, and "n_seeds" counts them)."""
+    averaged; its "seed" lists the seeds, and "n_seeds" counts them); ``intervals`` (recipe -> {lab and setting:
+    interval}, :func:`evaluate_seeds`) gives the mean's 95 % intervals."""
     out = []
     for name in dict.fromkeys(r["recipe"] for r in rows):
         group = [r for r in rows if r["recipe"] == name]
@@ -157,8 +184,10 @@ def with_means(rows: list[dict]) -> list[dict]:
                 values = [r.get(key) for r in group]
                 if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) and key != "seed":
                     mean[key] = sum(values) / len(values)
-                    if key.endswith("_f1_macro"):  # the seeds' spread, shown where one seed shows its interval
+                    if key.endswith("_f1_macro"):  # the seeds' spread, shown beside the mean's interval
                         mean[key.replace("_f1_macro", "_f1_range")] = [min(values), max(values)]
+            for key, ci in ((intervals or {}).get(name) or {}).items():
+                mean[f"{key}_f1_ci95"] = ci
             out.append(mean)
     return out
 
@@ -188,15 +217,13 @@ def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: l
                 key = name + _suffix(*setting)
                 ci, spread = r.get(f"{key}_f1_ci95"), r.get(f"{key}_f1_range")
                 f1 = r.get(f"{key}_f1_macro", float("nan"))
-                if ci:
-                    cells.append(f"{f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
-                else:
-                    cells.append(f"{f1:.3f} (seeds {spread[0]:.3f} to {spread[1]:.3f})" if spread else f"{f1:.3f}")
+                text = f"{f1:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                cells.append(text + (f" (seeds {spread[0]:.3f} to {spread[1]:.3f})" if spread else ""))
                 cells.append(f"{r.get(f'{key}_ece', float('nan')):.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     note = f"Extra overrides: `{' '.join(extra)}`." if extra else ""
-    text = "\n".join(lines + ["", "[95 % bootstrap interval over images]; mean rows: (the range over seeds).", "",
-                             *bars(rows, datasets)])  # fmt: skip
+    legend = "[95 % bootstrap interval over cells; mean rows: over seeds and cells] (the range over seeds)."
+    text = "\n".join(lines + ["", legend, "", *bars(rows, datasets)])
     path.write_text(text + f"\n\nTrained on PBC only (split seed 0). {note}\n")
 
 

@@ -1,5 +1,6 @@
 """scripts/robustness_ablation.py's report: seed means and the goals judged on them (no training here)."""
 
+import json
 import runpy
 
 import pytest
@@ -45,3 +46,38 @@ def test_seed_means_and_goals_on_them(tmp_path):
     b = "| b | lab | yes (0.950) | yes (0.950) | no (0.890) | no (nan) | yes (0.010) | yes (0.9900) | no (0.9840) |"
     assert f"{a} yes (22.5 min) |" in goals and f"{b} yes (16.7 min) |" in goals
     assert "| a | lab" not in goals
+
+
+def test_the_mean_row_takes_the_seeds_evaluated_together(tmp_path):
+    # cross_dataset.py's report of the recipe's seeds together (already there: nothing is run); its "mean of K" rows
+    # give the mean row's intervals, per lab and setting
+    folder = tmp_path / "a_seeds_cross"
+    folder.mkdir()
+    row = {
+        "name": "lab",
+        "adapt_bn": False,
+        "tta": False,
+        "metrics": {"f1_macro": 0.8},
+        "ci95": {"f1_macro": [0.7, 0.9]},
+    }
+    mean2 = {"model": "mean of 2", "ci95": {"f1_macro": [0.78, 0.92]}}
+    tta = {"model": "mean of 2", "tta": True, "ci95": {"f1_macro": [0.8, 0.95]}}
+    results = [
+        row | {"model": "a"},
+        row | {"model": "a_seed1"},
+        row | mean2,
+        row | {"model": "ensemble of 2"},
+        row | tta,
+    ]
+    (folder / "cross_dataset.json").write_text(json.dumps({"results": results}))
+    intervals = ablation["evaluate_seeds"]("a", [], {"lab": "/x"}, [], tmp_path)
+    assert intervals == {"lab": [0.78, 0.92], "lab_tta": [0.8, 0.95]}
+
+    rows = [_row("a", 0, 0.80, 0.92, 0.10, 0.990, 1200), _row("a", 1, 0.90, 0.86, 0.06, 0.980, 1500)]
+    mean = ablation["with_means"](rows, {"a": intervals})[2]
+    assert mean["lab_f1_ci95"] == [0.78, 0.92] and "lab_adabn_f1_ci95" not in mean
+    ablation["write_table"]([mean], {"lab": "/x"}, tmp_path / "ablation.md", [])
+    assert (
+        "| a (mean) | 0.9850 | 0.9850 | nan | 0.850 [0.780, 0.920] (seeds 0.800 to 0.900) |"
+        in (tmp_path / "ablation.md").read_text()
+    )
