@@ -114,26 +114,30 @@ def test_evaluate_folder_leaves_the_predictor_as_it_was(labelled):
     assert again["metrics"] == plain["metrics"]
 
 
+def cross_cfg(ckpt, folder, class_map, out, **kw):
+    """cross_dataset.py's config on the fixture's folder (every setting of TTA; ``kw`` overrides)."""
+    base = {
+        "ckpt_path": ckpt if isinstance(ckpt, list) else str(ckpt),
+        "datasets": {"mine": str(folder)},
+        "class_map": class_map,
+        "adapt_bn": [False, True],
+        "tta": [False, True],
+        "um_per_px": None,
+        "bootstrap": 50,
+        "same_cell": True,
+        "adapt_bn_layers": "auto",
+        "batch_size": 16,
+        "decode_threads": 1,
+        "device": "cpu",
+        "trust_checkpoint": False,
+        "output_dir": str(out),
+    }
+    return OmegaConf.create(base | kw)
+
+
 def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
     ckpt, folder, class_map = labelled
-    cfg = OmegaConf.create(
-        {
-            "ckpt_path": str(ckpt),
-            "datasets": {"mine": str(folder)},
-            "class_map": class_map,
-            "adapt_bn": [False, True],
-            "tta": [False, True],
-            "um_per_px": None,
-            "bootstrap": 50,
-            "same_cell": True,
-            "adapt_bn_layers": "auto",
-            "batch_size": 16,
-            "decode_threads": 1,
-            "device": "cpu",
-            "trust_checkpoint": False,
-            "output_dir": str(tmp_path),
-        }
-    )
+    cfg = cross_cfg(ckpt, folder, class_map, tmp_path)
     assert run(cfg) == 0
     results = json.loads((tmp_path / "cross_dataset.json").read_text())["results"]
     assert [(r["adapt_bn"], r["tta"]) for r in results] == [(False, False), (False, True), (True, False), (True, True)]
@@ -153,24 +157,7 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
 def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path):
     ckpt, folder, class_map = labelled
     out = tmp_path / "not" / "made yet"  # an output_dir that does not exist: made
-    cfg = OmegaConf.create(
-        {
-            "ckpt_path": [str(ckpt), str(ckpt.with_name("last.ckpt"))],
-            "datasets": {"mine": str(folder)},
-            "class_map": class_map,
-            "adapt_bn": False,
-            "tta": [False, True],
-            "um_per_px": None,
-            "bootstrap": 50,
-            "same_cell": True,
-            "adapt_bn_layers": "auto",
-            "batch_size": 16,
-            "decode_threads": 1,
-            "device": "cpu",
-            "trust_checkpoint": False,
-            "output_dir": str(out),
-        }
-    )
+    cfg = cross_cfg([str(ckpt), str(ckpt.with_name("last.ckpt"))], folder, class_map, out, adapt_bn=False)
     assert run(cfg) == 0
     results = json.loads((out / "cross_dataset.json").read_text())["results"]
     run_name = ckpt.parent.parent.name  # both in one run folder: numbered to tell them apart
@@ -216,24 +203,8 @@ def test_report_lists_each_folders_pixel_size_and_its_check(tmp_path):
 
 def test_cross_dataset_command_refuses_a_missing_folder(labelled, tmp_path):
     ckpt, _, class_map = labelled
-    cfg = OmegaConf.create(
-        {
-            "ckpt_path": str(ckpt),
-            "datasets": {"gone": str(tmp_path / "nowhere")},
-            "class_map": class_map,
-            "adapt_bn": False,
-            "tta": False,
-            "um_per_px": None,
-            "bootstrap": 10,
-            "same_cell": True,
-            "adapt_bn_layers": "auto",
-            "batch_size": 16,
-            "decode_threads": 1,
-            "device": "cpu",
-            "trust_checkpoint": False,
-            "output_dir": str(tmp_path / "out"),
-        }
-    )
+    gone = {"gone": str(tmp_path / "nowhere")}
+    cfg = cross_cfg(ckpt, None, class_map, tmp_path / "out", datasets=gone, adapt_bn=False, tta=False, bootstrap=10)
     assert run(cfg) == 2
     cfg.datasets = {"mine": str(tmp_path)}
     cfg.enlarger = str(tmp_path / "no-such-weights.pt")  # a bad enlarger: refused before any folder is read

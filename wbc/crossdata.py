@@ -306,8 +306,7 @@ def summarise(rows: list[dict[str, Any]], n_classes: int, n_boot: int) -> list[d
     groups = parts[0]["groups"][take[0]] if parts[0]["groups"] is not None else None
     base = {k: rows[0][k] for k in ("name", "folder", "adapt_bn", "tta", "cells")} | {"images": len(common)}
     recipe = seed_mean(y, probs, n_classes, n_boot, groups=groups)
-    mean_row = base | {"model": f"mean of {len(rows)}", "metrics": recipe["metrics"], "ci95": recipe["ci95"]}
-    mean_row["seed_sd"] = recipe["seed_sd"]
+    mean_row = base | {"model": f"mean of {len(rows)}"} | {k: recipe[k] for k in ("metrics", "ci95", "seed_sd")}
     ensemble = probs.mean(0)
     ensemble_row = base | {
         "model": f"ensemble of {len(rows)}",

@@ -23,11 +23,10 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
     for r in results:
         m, ci = r.get("metrics", {}), r.get("ci95", {})
         cells = r.get("cells", r["images"])
-        head = [r["name"], *([r.get("model", "")] if models else []), _yes(r["adapt_bn"]), _yes(r.get("tta"))]
+        tags = [r["name"], *([r.get("model", "")] if models else [])]
         values = [f"{r['images']} ({cells})", *[_cell(m.get(k), ci.get(k)) for k in cols]]
-        lines.append("| " + " | ".join([*head, *values]) + " |")
-        tags = [r["name"], *([r.get("model", "")] if models else []), r["adapt_bn"], bool(r.get("tta"))]
-        rows.append([*tags, r["images"], cells, *[m.get(k) for k in cols]])
+        lines.append("| " + " | ".join([*tags, _yes(r["adapt_bn"]), _yes(r.get("tta")), *values]) + " |")
+        rows.append([*tags, r["adapt_bn"], bool(r.get("tta")), r["images"], cells, *[m.get(k) for k in cols]])
     lines += [
         "",
         "Values over all images, with bootstrap 95 % intervals (1,000 resamples) over cells: crops that frame to "
