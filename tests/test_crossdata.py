@@ -3,14 +3,17 @@ in every evaluation setting (as trained, AdaBN, TTA, both)."""
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+import wbc.predictor
 from wbc.crossdata import (
     SAME_CELL_RMS,
+    Inputs,
     bootstrap,
     evaluate_folder,
     headline,
@@ -114,6 +117,29 @@ def test_evaluate_folder_leaves_the_predictor_as_it_was(labelled):
     assert again["metrics"] == plain["metrics"]
 
 
+def test_evaluate_folder_on_inputs_prepared_once_gives_the_same_figures(labelled, tmp_path):
+    ckpt, folder, class_map = labelled
+    shutil.copytree(folder, tmp_path / "bad")
+    bad = next((tmp_path / "bad").rglob("*.png")).with_name("broken.png")
+    bad.write_bytes(b"not an image")  # one bad file: counted as an error either way
+    predictor = Predictor.from_checkpoint(ckpt, "cpu")
+    # AdaBN averages its statistics batch by batch, so it is compared where the batches are the same (no bad file)
+    for where, adapt, tta in [(tmp_path / "bad", False, False), (tmp_path / "bad", False, True), (folder, True, True)]:
+        files = wbc.crossdata.list_inputs(where)[0]
+        um_per_px = wbc.crossdata.input_um_per_px(predictor, files)  # scale framing: the folder's ruler
+        inputs = Inputs.load(predictor, files, um_per_px, batch_size=16, threads=1)
+        assert len(inputs.indices) == 64 and inputs.images.shape == (64, 32, 32, 3)
+        assert list(inputs.errors) == ([files.index(bad)] if where != folder else [])
+        kw = {"adapt_bn": adapt, "tta": tta, "batch_size": 16, "threads": 1, "n_boot": 50}
+        streamed = evaluate_folder(predictor, where, class_map, **kw)
+        shared = evaluate_folder(predictor, where, class_map, inputs=inputs, **kw)
+        assert shared["errors"] == streamed["errors"] == len(inputs.errors)
+        assert shared["images"] == streamed["images"] == 64 and shared["cells"] == streamed["cells"]
+        assert shared["adapted_on"] == streamed["adapted_on"] == (64 if adapt else 0)
+        for key, value in streamed["metrics"].items():
+            assert shared["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
 def cross_cfg(ckpt, folder, class_map, out, **kw):
     """cross_dataset.py's config on the fixture's folder (every setting of TTA; ``kw`` overrides)."""
     base = {
@@ -154,11 +180,16 @@ def test_cross_dataset_command_writes_every_setting(labelled, tmp_path):
     assert "- mine: 0." in (tmp_path / "cross_dataset.md").read_text()
 
 
-def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path):
+def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path, monkeypatch):
     ckpt, folder, class_map = labelled
     out = tmp_path / "not" / "made yet"  # an output_dir that does not exist: made
     cfg = cross_cfg([str(ckpt), str(ckpt.with_name("last.ckpt"))], folder, class_map, out, adapt_bn=False)
+    loaded = []
+    load = wbc.predictor._load
+    monkeypatch.setattr(wbc.predictor, "_load", lambda path, *a: loaded.append(path) or load(path, *a))
     assert run(cfg) == 0
+    # one preprocessing: every file decoded and framed once, for both checkpoints and both settings
+    assert len(loaded) == len(set(loaded)) == 64
     results = json.loads((out / "cross_dataset.json").read_text())["results"]
     run_name = ckpt.parent.parent.name  # both in one run folder: numbered to tell them apart
     models = [f"1:{run_name}", f"2:{run_name}", "mean of 2", "ensemble of 2"]

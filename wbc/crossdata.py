@@ -15,6 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ from wbc.predict import (
     folder_labels,
     input_um_per_px,
     list_inputs,
-    predict_files,
 )
 from wbc.predictor import CheckpointError, Predictor, iterate_batches
 
@@ -53,6 +53,9 @@ def headline(y: np.ndarray, pred: np.ndarray, probs: np.ndarray | None, n_classe
 # PBC's test images, each a different cell, never come nearer than 10 to another (most 15 to 25).
 SAME_CELL_RMS = 6.0
 MAX_GROUPED = 20_000  # beyond this many images the pairwise comparison is not worth its time: one cell per image
+# A folder's classifier inputs are kept in memory, to serve every checkpoint and setting, up to this size; a larger
+# folder is decoded and framed again for each (LISC at 64 px: 16 MB)
+SHARED_BYTES = 2 * 2**30
 
 
 def thumbnails(images: np.ndarray, side: int = 16) -> np.ndarray:
@@ -156,6 +159,46 @@ def prepared_folder(
     return x, y
 
 
+@dataclass
+class Inputs:
+    """A folder's files as one checkpoint's preprocessing makes them: ``indices`` of the files that decoded, their
+    classifier inputs ``images`` ((n, S, S, 3) uint8) and ``errors`` ({index: problem}). Made once, they serve every
+    setting and every checkpoint with the same preprocessing (:func:`preprocessing_key`)."""
+
+    indices: list[int]
+    images: np.ndarray
+    errors: dict[int, str]
+
+    @classmethod
+    def load(
+        cls, predictor: Predictor, files: list[Path], um_per_px: float | None, batch_size: int = 64, threads: int = 2
+    ) -> Inputs:
+        indices, images, errors = [], [], {}
+        for idx, batch, problems, _ in iterate_batches(
+            files, predictor.preprocessor, batch_size, threads, um_per_px=um_per_px
+        ):
+            errors.update(problems)
+            if idx:
+                indices += idx
+                images.append(batch)
+        side = predictor.preprocessor.image_size
+        return cls(indices, np.concatenate(images) if images else np.zeros((0, side, side, 3), np.uint8), errors)
+
+    def batches(self, size: int) -> Iterator[tuple[list[int], np.ndarray, dict[int, str]]]:
+        """As :func:`~wbc.predictor.iterate_batches` yields them, less the review notes (errors: in ``errors``)."""
+        for start in range(0, len(self.indices), size):
+            yield self.indices[start : start + size], self.images[start : start + size], {}
+
+
+def preprocessing_key(predictor: Predictor) -> str:
+    """Equal for checkpoints whose preprocessing makes the same inputs from the same files: framing, enlarger,
+    size, SR stage (its weights' digest), stain step and the recorded training cell sizes (the white-cell ruler)."""
+    pre = predictor.preprocessor
+    recorded = predictor.model.hparams.get("preprocessing", {})
+    parts = [pre.framing.token(), pre.reference_token(), pre.cache_token(), recorded.get("train_cell_um")]
+    return json.dumps(parts, default=str)
+
+
 def evaluate_folder(
     predictor: Predictor,
     folder: str | Path,
@@ -170,29 +213,42 @@ def evaluate_folder(
     adapt_layers: Any = "auto",
     check_sizes: bool = False,
     arrays: bool = False,
+    inputs: Inputs | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was); ``tta`` averages the
     eight flips/90-degree rotations of each image. With ``same_cell`` the intervals resample cells, crops of one
     cell (:func:`same_cell_groups`) together; ``cells`` in the result counts them. ``adapt_layers``: AdaBN's
     batch-norm layers (:meth:`~wbc.predictor.Predictor.adapt_layers`); ``check_sizes``: the cells' check of the
     pixel size (:func:`~wbc.predict.check_cell_sizes`) in ``cell_sizes``; ``arrays``: the evaluated files'
-    indices, labels, probabilities and cell groups in ``arrays`` (for several checkpoints' summary)."""
+    indices, labels, probabilities and cell groups in ``arrays`` (for several checkpoints' summary). ``inputs``:
+    the folder's files already preprocessed with ``um_per_px`` (:class:`Inputs`); without them each file is
+    decoded and framed as it is predicted (and again for AdaBN)."""
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
-    um_per_px = input_um_per_px(predictor, files, um_per_px, threads)
+    if inputs is None:
+        um_per_px = input_um_per_px(predictor, files, um_per_px, threads)
+
+    def batches() -> Iterator[tuple[list[int], np.ndarray | None, dict[int, str]]]:
+        if inputs is not None:
+            return inputs.batches(batch_size)
+        stream = iterate_batches(files, predictor.preprocessor, batch_size, threads, um_per_px=um_per_px)
+        return ((idx, images, problems) for idx, images, problems, _ in stream)
+
     saved = copy.deepcopy(predictor.model.state_dict()) if adapt_bn else None
     thumbs = np.zeros((len(files), 16 * 16 * 3), np.float32)
-
-    def keep_thumbnails(indices: list[int], images: np.ndarray, _: torch.Tensor) -> None:
-        thumbs[indices] = thumbnails(images)
-
+    probs = torch.full((len(files), len(names)), float("nan"))
+    errors = dict(inputs.errors) if inputs is not None else {}
     try:
         layers = predictor.adapt_layers(adapt_layers)
-        adapted = predictor.adapt(files, batch_size, threads, um_per_px=um_per_px, layers=layers) if adapt_bn else 0
-        probs, errors, _ = predict_files(
-            predictor, files, batch_size, threads, tta=tta, um_per_px=um_per_px, on_batch=keep_thumbnails
+        adapted = (
+            predictor.adapt_images((images for idx, images, _ in batches() if idx), layers=layers) if adapt_bn else 0
         )
+        for idx, images, problems in batches():
+            errors.update(problems)
+            if idx:
+                probs[idx] = predictor.probabilities(images, tta=tta)
+                thumbs[idx] = thumbnails(images)
     finally:
         if saved is not None:
             predictor.model.load_state_dict(saved)
@@ -344,23 +400,32 @@ def run(cfg: Any) -> int:
     class_map = None if cfg.class_map is None else dict(cfg.class_map)
     settings = [(a, t) for a in _settings(cfg.adapt_bn) for t in _settings(cfg.tta)]
     results = []
+    keys = [preprocessing_key(p) for p in predictors]
     for name, folder in dict(cfg.datasets).items():
-        try:  # one pixel size per folder (one microscope) and checkpoint (its ruler), measured once for all settings
+        try:  # one pixel size per folder (one microscope) and preprocessing (its ruler), measured once
             files = list_inputs(folder)[0]
-            ums = [input_um_per_px(p, files, cfg.um_per_px, cfg.decode_threads) for p in predictors]
+            ums = {}
+            for key, predictor in zip(keys, predictors, strict=True):
+                if key not in ums:
+                    ums[key] = input_um_per_px(predictor, files, cfg.um_per_px, cfg.decode_threads)
         except (FileNotFoundError, ValueError) as err:
             log.error("%s: %s", name, err)
             return 2
+        side = max(p.preprocessor.image_size for p in predictors)
+        share = len(settings) * len(predictors) > 1 and len(files) * side * side * 3 <= SHARED_BYTES
+        shared: dict[str, Inputs] = {}  # the files decoded and framed once per preprocessing, for every setting
         for adapt, tta in settings:
             rows = []
-            for predictor, label, um_per_px in zip(predictors, labels, ums, strict=True):
+            for predictor, label, key in zip(predictors, labels, keys, strict=True):
+                if share and key not in shared:
+                    shared[key] = Inputs.load(predictor, files, ums[key], cfg.batch_size, cfg.decode_threads)
                 try:
                     r = evaluate_folder(
                         predictor,
                         folder,
                         class_map,
                         bool(adapt),
-                        um_per_px,
+                        ums[key],
                         cfg.batch_size,
                         cfg.decode_threads,
                         cfg.bootstrap,
@@ -369,6 +434,7 @@ def run(cfg: Any) -> int:
                         cfg.adapt_bn_layers,
                         check_sizes=(adapt, tta) == settings[0],
                         arrays=len(paths) > 1,
+                        inputs=shared.get(key),
                     )
                 except (UserError, FileNotFoundError, ValueError) as err:
                     log.error("%s: %s", name, err)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -128,11 +128,18 @@ class Predictor:
         prefixes; None: all) on ``files`` (one lab's images, preprocessed as for prediction); returns the number
         of images used, or raises AdaptationError."""
         batches = (
-            torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
+            images
             for _, images, _, _ in iterate_batches(files, self.preprocessor, batch_size, threads, max_pixels, um_per_px)
             if images is not None
         )
-        return adapt_batchnorm(self.model, batches, min_images, layers)
+        return self.adapt_images(batches, min_images, layers)
+
+    def adapt_images(
+        self, batches: Iterable[np.ndarray], min_images: int = MIN_IMAGES, layers: Sequence[str] | None = None
+    ) -> int:
+        """:meth:`adapt` on images already preprocessed: batches of (n, S, S, 3) uint8 classifier inputs."""
+        tensors = (torch.from_numpy(np.ascontiguousarray(b)).permute(0, 3, 1, 2).to(self.device) for b in batches)
+        return adapt_batchnorm(self.model, tensors, min_images, layers)
 
     def adapt_layers(self, setting: Any = "auto") -> list[str] | None:
         """The batch-norm layers AdaBN re-estimates: ``auto`` takes the checkpoint's recipe's
