@@ -5,6 +5,7 @@ per-class recall and ECE with bootstrap intervals).
 
     python scripts/shifted_sets.py --run outputs/runs/<run> --out outputs/shifted
     python scripts/shifted_sets.py --run <run> --out outputs/shifted --ckpt <run>/checkpoints/best.ckpt
+    python scripts/shifted_sets.py --run <run> --out outputs/shifted --ckpt <seed 0>/best.ckpt <seed 1>/best.ckpt
 
 The images are the run's test split (its split_manifest.csv), which the model never trained on. Existing
 folders are reused (delete <out> to write them again). Extra arguments after `--` go to cross_dataset.py
@@ -35,7 +36,9 @@ def main() -> int:
     )
     parser.add_argument("--split", default="test")
     parser.add_argument("--um-per-px", type=float, default=None, help="the images' pixel size (default: measured)")
-    parser.add_argument("--ckpt", default=None, help="evaluate this checkpoint on every shifted set")
+    parser.add_argument(
+        "--ckpt", nargs="+", default=None, help="evaluate this checkpoint (or a recipe's seeds) on every shifted set"
+    )
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out).resolve()
@@ -51,7 +54,8 @@ def main() -> int:
         for name, c in counts.items():
             print(f"{name}: {c['written']} images written, {c['unreadable']} unreadable", flush=True)
     datasets = "{" + ", ".join(f"{s}: {out / s}" for s in shifts) + "}"
-    ckpt = Path(args.ckpt).resolve() if args.ckpt else "<best.ckpt>"
+    given = [str(Path(c).resolve()) for c in args.ckpt or ["<best.ckpt>"]]
+    ckpt = given[0] if len(given) == 1 else "[" + ",".join(given) + "]"  # several: their mean, with its interval
     cmd = [sys.executable, "scripts/cross_dataset.py", f"ckpt_path={ckpt}", f"datasets={datasets}",
            "adapt_bn=[false]", *extra]  # fmt: skip
     if not args.ckpt:

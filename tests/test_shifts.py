@@ -152,14 +152,17 @@ def test_script_writes_the_sets_and_prints_the_evaluation(tmp_path):
 def test_script_evaluates_a_checkpoint_on_every_shift(trained_framed, tmp_path):
     run_dir, class_map = trained_framed  # the fixture's folder names, mapped onto the classes
     cmd = [sys.executable, "scripts/shifted_sets.py", "--run", str(run_dir), "--out", str(tmp_path / "sets"),
-           "--shifts", "none,tight,hue", "--ckpt", str(run_dir / "checkpoints/best.ckpt"), "--",
-           f"hydra.run.dir={tmp_path / 'eval'}", "tta=[false]", "bootstrap=20", f"class_map={class_map}"]  # fmt: skip
+           "--shifts", "none,tight,hue", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
+           str(run_dir / "checkpoints/last.ckpt"), "--", f"hydra.run.dir={tmp_path / 'eval'}", "tta=[false]",
+           "bootstrap=20", f"class_map={class_map}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "eval" / "cross_dataset.json").read_text())["results"]
-    assert [r["name"] for r in results] == ["none", "tight", "hue"]
+    # two checkpoints (a recipe's seeds, say): each, their mean and their ensemble on every set
+    assert [r["name"] for r in results] == [s for s in ["none", "tight", "hue"] for _ in range(4)]
+    assert [r["model"] for r in results[:4]][2:] == ["mean of 2", "ensemble of 2"]
     n_test = sum(1 for r in csv.DictReader(open(run_dir / "split_manifest.csv")) if r["split"] == "test")
-    assert all(r["images"] + r["errors"] == n_test for r in results)
+    assert all(r["images"] + r["errors"] == n_test for r in results if "of 2" not in r["model"])
 
 
 def test_class_mix_indices_follow_the_proportions_by_hand():
