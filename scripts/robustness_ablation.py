@@ -31,6 +31,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from wbc.prior import tag as prior_tag  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 # Overrides on top of experiment=pbc_robust (scale framing, robust augmentation, white balance, MixStyle,
 # calibrate=shifted). The first rows are the first ablation's: "recipe" there was scale framing + robust
@@ -111,7 +114,7 @@ def evaluate_seeds(name: str, runs: list[Path], datasets: dict[str, str], extra:
             subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     results = json.loads(report.read_text())["results"]
     return {
-        r["name"] + _suffix(r["adapt_bn"], r.get("tta")): r["ci95"]["f1_macro"]
+        r["name"] + _suffix(r["adapt_bn"], r.get("tta"), r.get("prior")): r["ci95"]["f1_macro"]
         for r in results
         if str(r.get("model", "")).startswith("mean of")
     }
@@ -154,7 +157,7 @@ def main() -> int:
         }
         if cross:
             for r in cross["results"]:
-                key = r["name"] + _suffix(r["adapt_bn"], r.get("tta"))
+                key = r["name"] + _suffix(r["adapt_bn"], r.get("tta"), r.get("prior"))
                 row[f"{key}_f1_macro"] = r["metrics"]["f1_macro"]
                 row[f"{key}_f1_ci95"] = r["ci95"]["f1_macro"]
                 row[f"{key}_accuracy"] = r["metrics"]["accuracy"]
@@ -195,11 +198,19 @@ def with_means(rows: list[dict], intervals: dict[str, dict] | None = None) -> li
     return out
 
 
-SETTINGS = [(False, False), (True, False), (False, True), (True, True)]  # (adapt_bn, tta)
+# (adapt_bn, tta, class prior: train = as trained, folder = each lab's class mix estimated on its images)
+SETTINGS = [
+    (a, t, p) for p in ("train", "folder") for a, t in [(False, False), (True, False), (False, True), (True, True)]
+]
 
 
-def _suffix(adapt: bool, tta: bool | None) -> str:
-    return ("_adabn" if adapt else "") + ("_tta" if tta else "")
+def _suffix(adapt: bool, tta: bool | None, prior: str | list | None = "train") -> str:
+    tag = prior_tag(prior)
+    return ("_adabn" if adapt else "") + ("_tta" if tta else "") + ("" if tag == "train" else f"_prior-{tag}")
+
+
+def _setting_tag(adapt: bool, tta: bool, prior: str) -> str:
+    return " ".join(t for t, on in (("AdaBN", adapt), ("TTA", tta), (f"prior={prior}", prior != "train")) if on)
 
 
 def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: list[str]) -> None:
@@ -207,8 +218,8 @@ def write_table(rows: list[dict], datasets: dict[str, str], path: Path, extra: l
     present = [s for s in SETTINGS if any(f"{n}{_suffix(*s)}_f1_macro" in r for r in rows for n in datasets)]
     head = ["recipe", "PBC test acc", "PBC test macro-F1", "PBC test macro-F1 TTA"]
     for name in datasets:
-        for adapt, tta in present:
-            tag = " ".join(t for t, on in (("AdaBN", adapt), ("TTA", tta)) if on)
+        for setting in present:
+            tag = _setting_tag(*setting)
             head += [f"{name} macro-F1 {tag}".strip(), f"{name} ECE {tag}".strip()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -237,7 +248,8 @@ def bars(rows: list[dict], datasets: dict[str, str]) -> list[str]:
     """Per recipe and other lab: is each goal met (macro-F1 without and with AdaBN, each with one view and with
     TTA, ECE, PBC test macro-F1 with one view and with TTA, training time on the machine that ran it)? Judged on
     the mean row of a recipe trained with several seeds; a setting that was not evaluated shows nan."""
-    head = ["recipe", "lab", f"macro-F1 >= {BARS['f1']}", "... with AdaBN", "... with TTA", "... with AdaBN + TTA",
+    present = [s for s in SETTINGS if any(f"{n}{_suffix(*s)}_f1_macro" in r for r in rows for n in datasets)]
+    head = ["recipe", "lab", *(f"macro-F1 >= {BARS['f1']} {_setting_tag(*s) or 'as trained'}" for s in present),
             f"ECE < {BARS['ece']} (best setting)", f"PBC test macro-F1 >= {BARS['pbc_f1']}", "... with TTA",
             f"training <= {BARS['minutes']} min"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -251,7 +263,7 @@ def bars(rows: list[dict], datasets: dict[str, str]) -> list[str]:
             if f"{name}_f1_macro" not in r:
                 continue
             eces = [r[k] for k in r if k.startswith(f"{name}") and k.endswith("_ece")]
-            f1 = [r.get(f"{name}{_suffix(*setting)}_f1_macro", float("nan")) for setting in SETTINGS]
+            f1 = [r.get(f"{name}{_suffix(*setting)}_f1_macro", float("nan")) for setting in present]
             pbc = [r["pbc_test_f1_macro"], r.get("pbc_test_tta_f1_macro", float("nan"))]
             cells = [
                 r["recipe"],

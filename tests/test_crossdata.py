@@ -24,6 +24,7 @@ from wbc.crossdata import (
     thumbnails,
 )
 from wbc.predict import Predictor
+from wbc.prior import estimate_prior, reweight, training_prior
 
 
 def test_headline_by_hand():
@@ -103,17 +104,17 @@ def test_evaluate_folder_leaves_the_predictor_as_it_was(labelled):
     ckpt, folder, class_map = labelled
     predictor = Predictor.from_checkpoint(ckpt, "cpu")
     before = {k: v.clone() for k, v in predictor.model.state_dict().items()}
-    plain = evaluate_folder(predictor, folder, class_map, n_boot=50)
-    both = evaluate_folder(predictor, folder, class_map, adapt_bn=True, tta=True, n_boot=50)
+    [plain] = evaluate_folder(predictor, folder, class_map, n_boot=50)
+    [both] = evaluate_folder(predictor, folder, class_map, adapt_bn=True, tta=True, n_boot=50)
     for k, v in predictor.model.state_dict().items():
         torch.testing.assert_close(v, before[k])
     assert plain["images"] == both["images"] == 64 and plain["errors"] == 0
     assert (plain["adapt_bn"], plain["tta"], both["adapt_bn"], both["tta"]) == (False, False, True, True)
     assert both["adapted_on"] == 64 and both["adapted_layers"] is None  # auto: the checkpoint names none, all
-    first = evaluate_folder(predictor, folder, class_map, adapt_bn=True, n_boot=50, adapt_layers=["net.features.1"])
+    [first] = evaluate_folder(predictor, folder, class_map, adapt_bn=True, n_boot=50, adapt_layers=["net.features.1"])
     assert first["adapted_layers"] == ["net.features.1"] and first["metrics"] != plain["metrics"]
     # the same images, predicted again without AdaBN and TTA, give the same figures: nothing leaked
-    again = evaluate_folder(predictor, folder, class_map, n_boot=50)
+    [again] = evaluate_folder(predictor, folder, class_map, n_boot=50)
     assert again["metrics"] == plain["metrics"]
 
 
@@ -131,8 +132,8 @@ def test_evaluate_folder_on_inputs_prepared_once_gives_the_same_figures(labelled
         assert len(inputs.indices) == 64 and inputs.images.shape == (64, 32, 32, 3)
         assert list(inputs.errors) == ([files.index(bad)] if where != folder else [])
         kw = {"adapt_bn": adapt, "tta": tta, "batch_size": 16, "threads": 1, "n_boot": 50}
-        streamed = evaluate_folder(predictor, where, class_map, **kw)
-        shared = evaluate_folder(predictor, where, class_map, inputs=inputs, **kw)
+        [streamed] = evaluate_folder(predictor, where, class_map, **kw)
+        [shared] = evaluate_folder(predictor, where, class_map, inputs=inputs, **kw)
         assert shared["errors"] == streamed["errors"] == len(inputs.errors)
         assert shared["images"] == streamed["images"] == 64 and shared["cells"] == streamed["cells"]
         assert shared["adapted_on"] == streamed["adapted_on"] == (64 if adapt else 0)
@@ -204,8 +205,49 @@ def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path
     rows = list(csv.DictReader((out / "cross_dataset.csv").open()))
     assert [r["model"] for r in rows] == models * 2
     text = (out / "cross_dataset.md").read_text()
-    assert "| mine | mean of 2 | no | no | 64 (" in text and "`ensemble of K` averages" in text
+    assert "| mine | mean of 2 | no | no | train | 64 (" in text and "`ensemble of K` averages" in text
     assert f"- mine [1:{run_name}]: 0." in text
+
+
+def test_evaluate_folder_gives_one_result_per_prior_from_one_pass(labelled):
+    ckpt, folder, class_map = labelled
+    predictor = Predictor.from_checkpoint(ckpt, "cpu")
+    source = training_prior(predictor.model.hparams, len(predictor.class_names))
+    train, uniform, estimated = evaluate_folder(
+        predictor, folder, class_map, n_boot=50, arrays=True, priors=["train", "uniform", "folder"]
+    )
+    assert [r["prior"] for r in (train, uniform, estimated)] == ["train", "uniform", "folder"]
+    assert train["prior_mix"] == pytest.approx(source.tolist()) and uniform["prior_mix"] == pytest.approx([0.25] * 4)
+    p = train["arrays"]["probs"]
+    np.testing.assert_allclose(uniform["arrays"]["probs"], reweight(p, source, np.full(4, 0.25)))
+    np.testing.assert_allclose(estimated["prior_mix"], estimate_prior(p, source)[0], atol=1e-6)
+    y = train["arrays"]["y"]
+    for r in (train, uniform, estimated):
+        q = r["arrays"]["probs"]
+        assert r["metrics"] == headline(y, q.argmax(1), q, 4) and r["images"] == 64
+
+
+def test_cross_dataset_command_writes_a_row_per_prior(labelled, tmp_path, caplog):
+    ckpt, folder, class_map = labelled
+    few = tmp_path / "few"
+    for f in sorted(folder.rglob("*.png"))[:12]:  # too few images to estimate a class mix
+        (few / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (few / f.parent.name / f.name).symlink_to(f)
+    cfg = cross_cfg(
+        [str(ckpt), str(ckpt.with_name("last.ckpt"))], folder, class_map, tmp_path / "out", adapt_bn=False,
+        tta=False, prior=["train", "folder"], datasets={"mine": str(folder), "few": str(few)},
+    )  # fmt: skip
+    assert run(cfg) == 0
+    results = json.loads((tmp_path / "out" / "cross_dataset.json").read_text())["results"]
+    models = [m for m in (r.get("model") for r in results[:4])]
+    assert [(r["name"], r["prior"], r["model"]) for r in results] == [
+        *[("mine", p, m) for p in ("train", "folder") for m in models],
+        *[("few", "train", m) for m in models],  # the folder prior left out there, with a warning
+    ]
+    assert "few: prior=folder estimates the folder's class mix" in caplog.text and "left out" in caplog.text
+    rows = list(csv.DictReader((tmp_path / "out" / "cross_dataset.csv").open()))
+    assert [r["prior"] for r in rows] == [r["prior"] for r in results]
+    assert "| mine | mean of 2 | no | no | folder | 64 (" in (tmp_path / "out" / "cross_dataset.md").read_text()
 
 
 def test_report_lists_each_folders_pixel_size_and_its_check(tmp_path):

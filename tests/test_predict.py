@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.helpers import FOLDERS, PBC_MAP, REPO_ROOT, write_image
 from wbc.predict import CheckpointError, Predictor, load_checkpoint, run
+from wbc.prior import estimate_prior, reweight, split_prior, training_prior
 
 
 def predict_cfg(out: Path, ckpt: Path, input_path, **kw):
@@ -371,6 +372,45 @@ def test_adapt_bn_needs_enough_images_and_changes_predictions(trained, tmp_path)
     stem = [r["confidence"] for r in read_rows(tmp_path / "o4/predictions.csv")]
     assert stem not in (plain, adapted)
     assert run(predict_cfg(tmp_path / "o5", ckpt, data, adapt_bn=True, adapt_bn_layers=["net.nolayer"])) == 2
+
+
+def test_prior_moves_the_probabilities_by_bayes_rule(trained, tmp_path, caplog):
+    """prior=uniform and prior=folder give the classifier's probabilities reweighted by the mix over the training
+    mix (read back from predictions.csv); folder's mix is the EM estimate, in summary.json; the overlays name the
+    final prediction; a folder too small to estimate is refused when folder is asked for by name."""
+    caplog.set_level("INFO")
+    run_dir, _ = trained
+    data, ckpt = run_dir.parent / "data", run_dir / "checkpoints/best.ckpt"
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
+    source = training_prior(hparams, len(hparams["class_names"]))
+    np.testing.assert_allclose(source, split_prior(hparams["class_counts"], balanced=False))  # recorded by training
+
+    def probabilities(name: str) -> np.ndarray:
+        return np.array(
+            [[float(r[k]) for k in r if k.startswith("p/")] for r in read_rows(tmp_path / name / "predictions.csv")]
+        )
+
+    for prior in ("train", "uniform", "folder"):
+        assert run(predict_cfg(tmp_path / prior, ckpt, data, prior=prior, save_overlays=prior == "folder")) == 0
+    plain = probabilities("train")
+    n = plain.shape[1]
+    np.testing.assert_allclose(probabilities("uniform"), reweight(plain, source, np.full(n, 1 / n)), atol=2e-6)
+    summary = json.loads((tmp_path / "folder/summary.json").read_text())
+    assert summary["prior"] == "folder" and summary["training_mix"] == pytest.approx(source.tolist())
+    mix = np.array(summary["mix"])
+    np.testing.assert_allclose(mix, estimate_prior(plain, source)[0], atol=1e-4)
+    np.testing.assert_allclose(probabilities("folder"), reweight(plain, source, mix), atol=2e-5)
+    assert "prior=folder: probabilities moved to the class mix" in caplog.text
+    rows = read_rows(tmp_path / "folder/predictions.csv")
+    names = {p.name for p in (tmp_path / "folder/overlays").rglob("*.png")}
+    assert len(names) == len(rows)  # every image drawn, in the second pass, with its final prediction
+    few = tmp_path / "few"
+    few.mkdir()
+    for f in sorted(data.rglob("*.png"))[:5]:
+        (few / f.name).symlink_to(f)
+    assert run(predict_cfg(tmp_path / "few_out", ckpt, few, prior="folder")) == 2
+    assert "needs at least 64 predicted images; got 5" in caplog.text
+    assert run(predict_cfg(tmp_path / "bad", ckpt, few, prior="often")) == 2
 
 
 def test_evaluate_writes_calibration_and_coverage(trained, tmp_path):

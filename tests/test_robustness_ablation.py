@@ -21,9 +21,15 @@ def test_seed_means_and_goals_on_them(tmp_path):
     rows = [
         _row("a", 0, 0.80, 0.92, 0.10, 0.990, 1200),
         _row("a", 1, 0.90, 0.86, 0.06, 0.980, 1500),
-        # b was also evaluated with TTA (on the lab and on PBC's test split)
+        # b was also evaluated with TTA (on the lab and on PBC's test split), and with the lab's class mix estimated
         _row("b", 0, 0.95, 0.95, 0.02, 0.990, 1000)
-        | {"lab_tta_f1_macro": 0.89, "lab_tta_ece": 0.03, "pbc_test_tta_f1_macro": 0.984},  # fmt: skip
+        | {
+            "lab_tta_f1_macro": 0.89,
+            "lab_tta_ece": 0.03,
+            "pbc_test_tta_f1_macro": 0.984,
+            "lab_tta_prior-folder_f1_macro": 0.91,
+            "lab_tta_prior-folder_ece": 0.04,
+        },  # fmt: skip
     ]
     out = ablation["with_means"](rows)
     assert [r["recipe"] for r in out] == ["a", "a", "a (mean)", "b"]  # one recipe's seeds, then their mean
@@ -41,9 +47,12 @@ def test_seed_means_and_goals_on_them(tmp_path):
     goals = text[text.index("Goals:") :]
     # recipe a is judged on its mean (0.85 < 0.90 though seed 1 reached 0.90; 0.89 with AdaBN although seed 0
     # reached 0.92; ECE: the best setting's), b on its one seed; a's single seeds get no goal rows; settings that
-    # were not evaluated (a's TTA) are nan, never met
+    # were evaluated for one recipe only (TTA, TTA with the lab's mix) are nan for the others, never met; settings
+    # evaluated for none (AdaBN with TTA) get no column
+    head = "| recipe | lab | macro-F1 >= 0.9 as trained | macro-F1 >= 0.9 AdaBN | macro-F1 >= 0.9 TTA | "
+    assert head + "macro-F1 >= 0.9 TTA prior=folder | ECE < 0.05 (best setting) |" in goals
     a = "| a (mean) | lab | no (0.850) | no (0.890) | no (nan) | no (nan) | yes (0.040) | yes (0.9850) | no (nan) |"
-    b = "| b | lab | yes (0.950) | yes (0.950) | no (0.890) | no (nan) | yes (0.010) | yes (0.9900) | no (0.9840) |"
+    b = "| b | lab | yes (0.950) | yes (0.950) | no (0.890) | yes (0.910) | yes (0.010) | yes (0.9900) | no (0.9840) |"
     assert f"{a} yes (22.5 min) |" in goals and f"{b} yes (16.7 min) |" in goals
     assert "| a | lab" not in goals
 

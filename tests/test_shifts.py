@@ -199,6 +199,33 @@ def test_adabn_layers_script_compares_layer_choices_on_re_mixed_sets(trained_fra
 
 
 @pytest.mark.slow
+def test_prior_shift_script_compares_the_priors_on_re_mixed_sets(trained_framed, tmp_path):
+    run_dir, class_map = trained_framed
+    data = run_dir.parent / "data"
+    cmd = [sys.executable, "scripts/prior_shift.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
+           "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
+           "--repeats", "4", "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "out/results.json").read_text())
+    results, sizes = got["results"], got["sizes"]
+    assert len(results) == (4 + 1) * 3  # (own mix + 3 re-mixes) of the criterion folder, the reported one; 3 priors
+    by = {(r["folder"], r["mix"], r["prior"]): r for r in results}
+    assert by[("own", "uniform", "uniform")]["prior_mix"] == pytest.approx([0.25] * 4)
+    assert by[("own", "own", "folder")]["prior_mix"] != by[("own", "own", "train")]["prior_mix"]
+    assert by[("again", "own", "train")]["f1_macro"] == by[("own", "own", "train")]["f1_macro"]  # one folder, twice
+    # the estimate's study: every size for the criterion folder's four mixes, none for the reported folder
+    assert {(s["mix"], s["n"]) for s in sizes} == {(m, n) for m in ("own", "uniform", "differential", "mono_lymph")
+                                                   for n in (16, 32, 64, 128, 256)}  # fmt: skip
+    assert all(len(s["gains"]) == 4 and all(-1 <= g <= 1 for g in s["gains"]) for s in sizes)
+    report = (tmp_path / "out/prior_shift.md").read_text()
+    assert "| again (reported only) | own |" in report and "criterion" in report and "| 64 |" in report
+    # resumable: the probabilities are cached, a second run writes the same results
+    assert subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, timeout=600).returncode == 0
+    assert json.loads((tmp_path / "out/results.json").read_text())["results"] == results
+
+
+@pytest.mark.slow
 def test_scale_tta_script_frames_each_ruler_and_averages_the_chosen_scales(trained_framed, tmp_path):
     import importlib.util
 

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from wbc.predict import (
     list_inputs,
 )
 from wbc.predictor import CheckpointError, Predictor, iterate_batches
+from wbc.prior import PriorError, check_setting, resolve
+from wbc.prior import adjust as adjust_prior
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +216,8 @@ def evaluate_folder(
     check_sizes: bool = False,
     arrays: bool = False,
     inputs: Inputs | None = None,
-) -> dict[str, Any]:
+    priors: Sequence[Any] = ("train",),
+) -> list[dict[str, Any]]:
     """Metrics of ``predictor`` on one labelled folder (the predictor is left as it was); ``tta`` averages the
     eight flips/90-degree rotations of each image. With ``same_cell`` the intervals resample cells, crops of one
     cell (:func:`same_cell_groups`) together; ``cells`` in the result counts them. ``adapt_layers``: AdaBN's
@@ -222,7 +225,9 @@ def evaluate_folder(
     pixel size (:func:`~wbc.predict.check_cell_sizes`) in ``cell_sizes``; ``arrays``: the evaluated files'
     indices, labels, probabilities and cell groups in ``arrays`` (for several checkpoints' summary). ``inputs``:
     the folder's files already preprocessed with ``um_per_px`` (:class:`Inputs`); without them each file is
-    decoded and framed as it is predicted (and again for AdaBN)."""
+    decoded and framed as it is predicted (and again for AdaBN). One result per class prior in ``priors``
+    (:mod:`wbc.prior`: train, uniform, folder, auto, or proportions; ``prior`` and ``prior_mix`` in each), from
+    one pass of the model; a prior the folder cannot take (folder: too few images) is left out, with a warning."""
     files, root = list_inputs(folder)
     names = predictor.class_names
     found = folder_labels(files, root, evaluation_mapping(names, class_map))
@@ -254,8 +259,7 @@ def evaluate_folder(
             predictor.model.load_state_dict(saved)
     keep = [i for i, label in enumerate(found.labels) if label is not None and i not in errors]
     y = np.array([found.labels[i] for i in keep], dtype=np.int64)
-    p = probs[keep].numpy().astype(np.float64)
-    result: dict[str, Any] = {
+    common: dict[str, Any] = {
         "folder": str(folder),
         "adapt_bn": adapt_bn,
         "tta": tta,
@@ -270,15 +274,28 @@ def evaluate_folder(
     groups = same_cell_groups(thumbs[keep]) if same_cell and len(keep) <= MAX_GROUPED else None
     if same_cell and groups is None:
         log.info("%s: over %d images; intervals resample images, not cells", folder, MAX_GROUPED)
-    result["cells"] = len(np.unique(groups)) if groups is not None else len(keep)
+    common["cells"] = len(np.unique(groups)) if groups is not None else len(keep)
     if check_sizes:
-        result["cell_sizes"] = check_cell_sizes(predictor, files, probs, um_per_px, threads)
-    if len(keep):
-        result["metrics"] = headline(y, p.argmax(1), p, len(names))
-        result["ci95"] = bootstrap(y, p, len(names), n_boot, groups=groups)
-    if arrays:
-        result["arrays"] = {"files": np.array(keep, dtype=np.int64), "y": y, "probs": p, "groups": groups}
-    return result
+        common["cell_sizes"] = check_cell_sizes(predictor, files, probs, um_per_px, threads)
+    results, done = [], set()
+    for setting in priors:
+        try:  # the mix is estimated on every predicted file of the folder, labelled or not
+            adjusted, prior = adjust_prior(probs.numpy(), predictor.model.hparams, setting)
+        except PriorError as err:
+            log.warning("%s: %s; that row is left out", folder, err)
+            continue
+        if json.dumps(prior["prior"]) in done:  # auto that resolved to a setting already given
+            continue
+        done.add(json.dumps(prior["prior"]))
+        p = adjusted[keep]
+        result = common | {"prior": prior["prior"], "prior_mix": prior["mix"]}
+        if len(keep):
+            result["metrics"] = headline(y, p.argmax(1), p, len(names))
+            result["ci95"] = bootstrap(y, p, len(names), n_boot, groups=groups)
+        if arrays:
+            result["arrays"] = {"files": np.array(keep, dtype=np.int64), "y": y, "probs": p, "groups": groups}
+        results.append(result)
+    return results
 
 
 def seed_mean(
@@ -335,6 +352,16 @@ def _settings(value: Any) -> list[bool]:
     return [bool(v) for v in (list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
 
 
+def _priors(value: Any) -> list[Any]:
+    """cross_dataset's ``prior``: one setting or a list of them; a list of numbers is one setting (proportions)."""
+    from omegaconf import OmegaConf
+
+    items = OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
+    if isinstance(items, list) and not all(isinstance(v, int | float) for v in items):
+        return items
+    return [items]
+
+
 def checkpoint_labels(paths: list[str]) -> list[str]:
     """A short, distinct name per checkpoint for the report: its run folder's name (``<run>/checkpoints/x.ckpt``),
     else its file name, numbered where two would read alike."""
@@ -360,7 +387,7 @@ def summarise(rows: list[dict[str, Any]], n_classes: int, n_boot: int) -> list[d
     y = parts[0]["y"][take[0]]
     probs = np.stack([a["probs"][t] for a, t in zip(parts, take, strict=True)])
     groups = parts[0]["groups"][take[0]] if parts[0]["groups"] is not None else None
-    base = {k: rows[0][k] for k in ("name", "folder", "adapt_bn", "tta", "cells")} | {"images": len(common)}
+    base = {k: rows[0][k] for k in ("name", "folder", "adapt_bn", "tta", "prior", "cells")} | {"images": len(common)}
     recipe = seed_mean(y, probs, n_classes, n_boot, groups=groups)
     mean_row = base | {"model": f"mean of {len(rows)}"} | {k: recipe[k] for k in ("metrics", "ci95", "seed_sd")}
     ensemble = probs.mean(0)
@@ -399,6 +426,14 @@ def run(cfg: Any) -> int:
     labels = checkpoint_labels(paths) if len(paths) > 1 else [None]
     class_map = None if cfg.class_map is None else dict(cfg.class_map)
     settings = [(a, t) for a in _settings(cfg.adapt_bn) for t in _settings(cfg.tta)]
+    priors = _priors(cfg.get("prior", "train"))
+    try:
+        for setting in priors:
+            for predictor in predictors:
+                check_setting(resolve(setting, predictor.model.hparams), len(names))
+    except PriorError as err:
+        log.error("%s", err)
+        return 2
     results = []
     keys = [preprocessing_key(p) for p in predictors]
     for name, folder in dict(cfg.datasets).items():
@@ -415,12 +450,12 @@ def run(cfg: Any) -> int:
         share = len(settings) * len(predictors) > 1 and len(files) * side * side * 3 <= SHARED_BYTES
         shared: dict[str, Inputs] = {}  # the files decoded and framed once per preprocessing, for every setting
         for adapt, tta in settings:
-            rows = []
+            by_prior: dict[str, list[dict[str, Any]]] = {}  # each prior's rows, one per checkpoint
             for predictor, label, key in zip(predictors, labels, keys, strict=True):
                 if share and key not in shared:
                     shared[key] = Inputs.load(predictor, files, ums[key], cfg.batch_size, cfg.decode_threads)
                 try:
-                    r = evaluate_folder(
+                    rows = evaluate_folder(
                         predictor,
                         folder,
                         class_map,
@@ -435,31 +470,35 @@ def run(cfg: Any) -> int:
                         check_sizes=(adapt, tta) == settings[0],
                         arrays=len(paths) > 1,
                         inputs=shared.get(key),
+                        priors=priors,
                     )
                 except (UserError, FileNotFoundError, ValueError) as err:
                     log.error("%s: %s", name, err)
                     return 2
-                r["name"] = name
-                if label is not None:
-                    r["model"] = label
-                m = r.get("metrics", {})
-                log.info(
-                    "%s%s (adapt_bn=%s, tta=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
-                    name,
-                    f" [{label}]" if label else "",
-                    adapt,
-                    tta,
-                    r["images"],
-                    m.get("accuracy", float("nan")),
-                    m.get("f1_macro", float("nan")),
-                    m.get("ece"),
-                )
-                rows.append(r)
-            if len(rows) > 1:
-                rows += summarise(rows, len(names), cfg.bootstrap)
-            for r in rows:
-                r.pop("arrays", None)
-            results += rows
+                for r in rows:
+                    r["name"] = name
+                    if label is not None:
+                        r["model"] = label
+                    m = r.get("metrics", {})
+                    log.info(
+                        "%s%s (adapt_bn=%s, tta=%s, prior=%s, %d images): accuracy %.4f, macro-F1 %.4f, ECE %s",
+                        name,
+                        f" [{label}]" if label else "",
+                        adapt,
+                        tta,
+                        r["prior"],
+                        r["images"],
+                        m.get("accuracy", float("nan")),
+                        m.get("f1_macro", float("nan")),
+                        m.get("ece"),
+                    )
+                    by_prior.setdefault(json.dumps(r["prior"]), []).append(r)
+            for rows in by_prior.values():
+                if len(paths) > 1 and len(rows) == len(paths):  # every checkpoint took this prior
+                    rows += summarise(rows, len(names), cfg.bootstrap)
+                for r in rows:
+                    r.pop("arrays", None)
+                results += rows
     checkpoint = paths[0] if len(paths) == 1 else paths
     write_json(out / "cross_dataset.json", {"checkpoint": checkpoint, "results": results})
     what = paths[0] if len(paths) == 1 else f"{len(paths)} checkpoints"

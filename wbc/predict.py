@@ -28,6 +28,10 @@ from wbc.data.framing import CellLocation, class_cell_um, locate_cell, measure_u
 from wbc.data.sources import ClassMapping, pbc_class_map, walk_files
 from wbc.errors import UserError
 from wbc.predictor import CheckpointError, Predictor, iterate_batches, load_checkpoint  # noqa: F401  (re-exported)
+from wbc.prior import PriorError
+from wbc.prior import adjust as adjust_prior
+from wbc.prior import describe as describe_mix
+from wbc.prior import resolve as resolve_prior
 from wbc.reports.artefacts import json_safe
 from wbc.reports.predictions import evaluate, review_reasons, summarise, write_predictions
 
@@ -307,7 +311,10 @@ def run(cfg: Any) -> int:
         report_folders(found, root)
     cam = GradCAM(predictor.model, cfg.get("gradcam_method", "gradcam")) if cfg.gradcam else None
 
+    final: dict[str, torch.Tensor] = {}  # the probabilities under the class prior, once they are known
+
     def visualise(indices: list[int], images: np.ndarray, p: torch.Tensor) -> None:
+        p = final["probs"][indices] if final else p
         heat = cam(images) if cam is not None else None
         for j, i in enumerate(indices):
             rel = _relative(files[i], root, i)
@@ -334,9 +341,28 @@ def run(cfg: Any) -> int:
             "the layers " + ", ".join(layers) if layers else "every layer",
             adapted,
         )
+    # images are drawn (overlays, Grad-CAM) as they are predicted, unless a class prior moves the predictions after:
+    # then in a second pass, with the final probabilities
+    drawn_now = on_batch if resolve_prior(cfg.get("prior", "auto"), predictor.model.hparams) == "train" else None
     probs, errors, notes = predict_files(
-        predictor, files, cfg.batch_size, cfg.decode_threads, tta, cfg.max_pixels, on_batch, um_per_px
+        predictor, files, cfg.batch_size, cfg.decode_threads, tta, cfg.max_pixels, drawn_now, um_per_px
     )
+    try:
+        adjusted, prior = adjust_prior(probs.numpy(), predictor.model.hparams, cfg.get("prior", "auto"))
+    except PriorError as err:
+        log.error("%s", err)
+        return 2
+    probs = torch.from_numpy(adjusted).float()
+    if on_batch is not None and drawn_now is None:
+        final["probs"] = probs
+        predict_files(predictor, files, cfg.batch_size, cfg.decode_threads, tta, cfg.max_pixels, on_batch, um_per_px)
+    if prior["prior"] != "train":
+        log.info(
+            "prior=%s: probabilities moved to the class mix %s (training: %s)",
+            prior["prior"],
+            describe_mix(prior["mix"], names),
+            describe_mix(prior["training_mix"], names),
+        )
     sizes = check_cell_sizes(predictor, files, probs, um_per_px, cfg.decode_threads, max_pixels=cfg.max_pixels)
     if sizes is not None:
         detail = ", ".join(f"{c} {v['ratio'] - 1:+.0%}" for c, v in sizes["per_class"].items())
@@ -356,7 +382,7 @@ def run(cfg: Any) -> int:
     labels = found.labels if found is not None else None
     write_predictions(out / "predictions.csv", files, names, probs, labels, errors, review)
     summary = summarise(files, names, probs, errors)
-    summary |= {"review": len(review), "adapt_bn_images": adapted, "tta": tta, "um_per_px": um_per_px}
+    summary |= {"review": len(review), "adapt_bn_images": adapted, "tta": tta, "um_per_px": um_per_px, **prior}
     summary["cell_sizes"] = sizes
     if found is not None:
         summary["evaluation"] = evaluate(out, names, probs, errors, found)

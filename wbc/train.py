@@ -27,6 +27,7 @@ from wbc.data.datamodule import build_datamodule
 from wbc.errors import UserError
 from wbc.loggers import add_tensorboard_layout, check_installed, finish, hyperparameters, log_hyperparameters
 from wbc.metrics import reported
+from wbc.prior import check_setting, split_prior
 from wbc.provenance import provenance
 from wbc.reports.artefacts import save_figures, write_json
 from wbc.reports.plots import plot_framing_examples, save_figure
@@ -85,10 +86,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save_figure(plot_framing_examples(datamodule.framing_examples()), out / "framing_examples.png")
 
     sr_state = restorer.state()
+    prior = cfg.get("prior", "train")
+    prior = OmegaConf.to_object(prior) if OmegaConf.is_list(prior) else prior
+    check_setting(prior, len(datamodule.class_names))  # a setting predict.py could not use fails now, not there
+    balanced = cfg.data.get("sampler") == "weighted" or bool(cfg.model.get("class_weighted_loss"))
     model = instantiate(
         cfg.model,
         class_names=datamodule.class_names,
         class_counts=datamodule.train_class_counts,
+        class_prior=split_prior(datamodule.train_class_counts, balanced),
+        prior=prior,
         tta=bool(cfg.get("tta", False)),
         adapt_bn_layers=list(cfg.adapt_bn_layers) if cfg.get("adapt_bn_layers") is not None else None,
         preprocessing={

@@ -45,6 +45,8 @@ class WBCClassifier(L.LightningModule):
     way to predict: the mean over the eight flips/rotations (:func:`symmetry_views`), scored by the test stage
     beside the single view (``test_tta/*``) and used by predict.py's ``tta=auto``; ``adapt_bn_layers`` (batch-norm
     layer name prefixes) is what predict.py's ``adapt_bn=true`` re-estimates with ``adapt_bn_layers=auto``.
+    ``class_prior`` is the class mix its probabilities carry (the training split's, uniform when training balanced
+    the classes) and ``prior`` the mix predict.py's ``prior=auto`` assumes of a new folder (:mod:`wbc.prior`).
     """
 
     def __init__(
@@ -65,6 +67,8 @@ class WBCClassifier(L.LightningModule):
         randconv: Mapping[str, Any] | None = None,
         tta: bool = False,
         adapt_bn_layers: Sequence[str] | None = None,
+        class_prior: Sequence[float] | None = None,
+        prior: str | Sequence[float] = "train",
     ):
         super().__init__()
         if scheduler not in (None, "none", "cosine", "plateau"):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wbc.prior import tag as prior_tag
 from wbc.reports.plots import plot_cross_dataset, save_figure
 
 
@@ -17,7 +18,7 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
     cols = ["accuracy", "f1_macro", *[f"recall/{c}" for c in range(len(class_names))], "ece"]
     heads = ["accuracy", "macro-F1", *[f"recall {n}" for n in class_names], "ECE"]
     models = any("model" in r for r in results)  # several checkpoints: a column names each, and the summaries
-    first = ["dataset", *(["model"] if models else []), "adapt_bn", "tta", "images (cells)"]
+    first = ["dataset", *(["model"] if models else []), "adapt_bn", "tta", "prior", "images (cells)"]
     lines = [f"# {title}", "", "| " + " | ".join([*first, *heads]) + " |", "|" + "---|" * (len(first) + len(heads))]
     rows = []
     for r in results:
@@ -25,14 +26,17 @@ def write_report(results: Sequence[dict[str, Any]], class_names: Sequence[str], 
         cells = r.get("cells", r["images"])
         tags = [r["name"], *([r.get("model", "")] if models else [])]
         values = [f"{r['images']} ({cells})", *[_cell(m.get(k), ci.get(k)) for k in cols]]
-        lines.append("| " + " | ".join([*tags, _yes(r["adapt_bn"]), _yes(r.get("tta")), *values]) + " |")
-        rows.append([*tags, r["adapt_bn"], bool(r.get("tta")), r["images"], cells, *[m.get(k) for k in cols]])
+        setting = [_yes(r["adapt_bn"]), _yes(r.get("tta")), prior_tag(r.get("prior"))]
+        lines.append("| " + " | ".join([*tags, *setting, *values]) + " |")
+        rows.append([*tags, r["adapt_bn"], bool(r.get("tta")), prior_tag(r.get("prior")), r["images"], cells,
+                     *[m.get(k) for k in cols]])  # fmt: skip
     lines += [
         "",
         "Values over all images, with bootstrap 95 % intervals (1,000 resamples) over cells: crops that frame to "
         "the same picture (several crops of one cell) are resampled together, so that they count as one cell's "
         "evidence; macro-F1 averages the classes present in each folder; ECE: 15 equal-width confidence bins, "
-        "after the checkpoint's temperature.",
+        "after the checkpoint's temperature. Prior: the class mix the probabilities assume (train: the training "
+        "split's, as trained; folder: each folder's own, estimated on its images; wbc/prior.py).",
     ]
     if models:
         lines += [

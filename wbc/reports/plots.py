@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from wbc.prior import tag as prior_tag
 from wbc.reports.runs import method_rank
 
 CURVE_PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"), ("f1_macro", "Macro F1"))
@@ -142,9 +143,13 @@ def plot_framing_examples(rows: Sequence[tuple[str, np.ndarray, np.ndarray | Non
 
 def plot_cross_dataset(results: Sequence[dict]) -> Figure:
     """Accuracy and macro-F1 per dataset (bars, with bootstrap 95 % intervals), one bar per evaluation setting
-    (as trained, adapt_bn, tta, both) side by side."""
+    (as trained, adapt_bn, tta, both; each class prior) side by side."""
     names = list(dict.fromkeys(r["name"] for r in results))
-    settings = list(dict.fromkeys((bool(r["adapt_bn"]), bool(r.get("tta"))) for r in results))
+
+    def setting_of(r: dict) -> tuple[bool, bool, str]:
+        return bool(r["adapt_bn"]), bool(r.get("tta")), prior_tag(r.get("prior"))
+
+    settings = list(dict.fromkeys(setting_of(r) for r in results))
     width = 0.8 / len(settings)
     fig = Figure(figsize=(3 + 0.8 * len(settings) * len(names), 3.4), layout="constrained")
     axes = fig.subplots(1, 2, squeeze=False)[0]
@@ -152,10 +157,7 @@ def plot_cross_dataset(results: Sequence[dict]) -> Figure:
         for j, setting in enumerate(settings):
             xs, ys, lo, hi = [], [], [], []
             for i, name in enumerate(names):
-                r = next(
-                    (r for r in results if (r["name"], bool(r["adapt_bn"]), bool(r.get("tta"))) == (name, *setting)),
-                    None,
-                )
+                r = next((r for r in results if (r["name"], *setting_of(r)) == (name, *setting)), None)
                 if r is None or "metrics" not in r:
                     continue
                 v, ci = r["metrics"][key], r["ci95"][key]
@@ -164,7 +166,9 @@ def plot_cross_dataset(results: Sequence[dict]) -> Figure:
                 lo.append(v - ci[0])
                 hi.append(ci[1] - v)
             if xs:
-                tag = " + ".join(t for t, on in zip(("adapt_bn", "tta"), setting, strict=True) if on) or "as trained"
+                on = [t for t, flag in zip(("adapt_bn", "tta"), setting, strict=False) if flag]
+                on += [f"prior={setting[2]}"] if setting[2] != "train" else []
+                tag = " + ".join(on) or "as trained"
                 ax.bar(xs, ys, width * 0.95, yerr=[lo, hi], capsize=3, label=tag)
         ax.set_xticks(range(len(names)), names, rotation=20)
         ax.set_ylim(0, 1)
