@@ -8,12 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 import wbc.predictor
 from wbc.crossdata import (
     SAME_CELL_RMS,
     Inputs,
+    prior_settings,
     bootstrap,
     evaluate_folder,
     headline,
@@ -207,6 +209,14 @@ def test_cross_dataset_command_summarises_several_checkpoints(labelled, tmp_path
     text = (out / "cross_dataset.md").read_text()
     assert "| mine | mean of 2 | no | no | train | 64 (" in text and "`ensemble of K` averages" in text
     assert f"- mine [1:{run_name}]: 0." in text
+
+
+def test_prior_settings_from_the_command_line():
+    parse = lambda text: prior_settings(OmegaConf.create({"prior": yaml.safe_load(text)}).prior)  # noqa: E731
+    assert parse("folder") == ["folder"]
+    assert parse("[train, folder]") == ["train", "folder"]
+    assert parse("[0.6, 0.3, 0.06, 0.04]") == [[0.6, 0.3, 0.06, 0.04]]  # numbers: one mix, not four settings
+    assert parse("[train, [1, 1, 1, 1]]") == ["train", [1, 1, 1, 1]]
 
 
 def test_evaluate_folder_gives_one_result_per_prior_from_one_pass(labelled):

@@ -352,7 +352,7 @@ def _settings(value: Any) -> list[bool]:
     return [bool(v) for v in (list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
 
 
-def _priors(value: Any) -> list[Any]:
+def prior_settings(value: Any) -> list[Any]:
     """cross_dataset's ``prior``: one setting or a list of them; a list of numbers is one setting (proportions)."""
     from omegaconf import OmegaConf
 
@@ -426,7 +426,7 @@ def run(cfg: Any) -> int:
     labels = checkpoint_labels(paths) if len(paths) > 1 else [None]
     class_map = None if cfg.class_map is None else dict(cfg.class_map)
     settings = [(a, t) for a in _settings(cfg.adapt_bn) for t in _settings(cfg.tta)]
-    priors = _priors(cfg.get("prior", "train"))
+    priors = prior_settings(cfg.get("prior", "train"))
     try:
         for setting in priors:
             for predictor in predictors:
