@@ -15,10 +15,10 @@ import wbc.predictor
 from wbc.crossdata import (
     SAME_CELL_RMS,
     Inputs,
-    prior_settings,
     bootstrap,
     evaluate_folder,
     headline,
+    prior_settings,
     resamples,
     run,
     same_cell_groups,
