@@ -103,6 +103,7 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         assert cfg.trainer.max_epochs == (20 if name in twenty else 12), name
         assert cfg.data.field_um == (24 if "field24" in name else 30), name
         assert cfg.tta, name  # every recipe is also tested with the eight flips/rotations (metrics.json test_tta)
+        assert cfg.prior == "folder", name  # predicted under each folder's own class mix (prior=auto)
         assert cfg.callbacks.early_stopping is None or not full, name  # fixed epochs in every pbc_robust recipe
         assert isinstance(model, WBCClassifier)
 
