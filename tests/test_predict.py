@@ -410,7 +410,10 @@ def test_prior_moves_the_probabilities_by_bayes_rule(trained, tmp_path, caplog):
         (few / f.name).symlink_to(f)
     assert run(predict_cfg(tmp_path / "few_out", ckpt, few, prior="folder")) == 2
     assert "needs at least 64 predicted images; got 5" in caplog.text
-    assert run(predict_cfg(tmp_path / "bad", ckpt, few, prior="often")) == 2
+    assert run(predict_cfg(tmp_path / "bad", ckpt, data, prior="often")) == 2
+    assert "prior=often: use train, uniform, folder" in caplog.text
+    # both refused before predicting anything
+    assert not (tmp_path / "few_out/predictions.csv").exists() and not (tmp_path / "bad/predictions.csv").exists()
 
 
 def test_evaluate_writes_calibration_and_coverage(trained, tmp_path):

@@ -28,7 +28,7 @@ from wbc.data.framing import CellLocation, class_cell_um, locate_cell, measure_u
 from wbc.data.sources import ClassMapping, pbc_class_map, walk_files
 from wbc.errors import UserError
 from wbc.predictor import CheckpointError, Predictor, iterate_batches, load_checkpoint  # noqa: F401  (re-exported)
-from wbc.prior import PriorError
+from wbc.prior import PriorError, check_setting, require_images
 from wbc.prior import adjust as adjust_prior
 from wbc.prior import describe as describe_mix
 from wbc.prior import resolve as resolve_prior
@@ -301,6 +301,14 @@ def run(cfg: Any) -> int:
         log.error("tta=%s: use true, false or auto (as the checkpoint's recipe)", tta)
         return 2
     names = predictor.class_names
+    prior_setting = resolve_prior(cfg.get("prior", "auto"), predictor.model.hparams)
+    try:  # a prior it cannot use stops here, before predicting: an unknown one, or folder on too few files
+        check_setting(prior_setting, len(names))
+        if cfg.get("prior") == "folder":
+            require_images(len(files), len(names))
+    except PriorError as err:
+        log.error("%s", err)
+        return 2
     found = None
     if cfg.evaluate:  # before predicting: a mapping that maps nothing stops here, at once
         try:
@@ -343,7 +351,7 @@ def run(cfg: Any) -> int:
         )
     # images are drawn (overlays, Grad-CAM) as they are predicted, unless a class prior moves the predictions after:
     # then in a second pass, with the final probabilities
-    drawn_now = on_batch if resolve_prior(cfg.get("prior", "auto"), predictor.model.hparams) == "train" else None
+    drawn_now = on_batch if prior_setting == "train" else None
     probs, errors, notes = predict_files(
         predictor, files, cfg.batch_size, cfg.decode_threads, tta, cfg.max_pixels, drawn_now, um_per_px
     )

@@ -94,6 +94,15 @@ def estimate_prior(
     return target, max_iter
 
 
+def require_images(n: int, n_classes: int, min_images: int = MIN_IMAGES) -> None:
+    """Raise PriorError when ``n`` images are too few for prior=folder's estimate."""
+    if n < min_images:
+        raise PriorError(
+            f"prior=folder estimates the folder's class mix from its images and needs at least {min_images} "
+            f"predicted images; got {n}. Use prior=train, or give the mix: prior=[p1,...,p{n_classes}]"
+        )
+
+
 def apply_prior(
     probs: np.ndarray, source: np.ndarray, setting: Any, min_images: int = MIN_IMAGES
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -109,11 +118,7 @@ def apply_prior(
     if setting == "uniform":
         target = np.full(n_classes, 1 / n_classes)
     elif setting == "folder":
-        if ok.sum() < min_images:
-            raise PriorError(
-                f"prior=folder estimates the folder's class mix from its images and needs at least {min_images} "
-                f"predicted images; got {int(ok.sum())}. Use prior=train, or give the mix: prior=[p1,...,p{n_classes}]"
-            )
+        require_images(int(ok.sum()), n_classes, min_images)
         target, _ = estimate_prior(probs[ok], source)
     else:
         target = np.asarray(list(setting), dtype=np.float64)
