@@ -22,6 +22,10 @@ def test_reweight_by_hand():
     out = reweight(np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([0.75, 0.25]), np.array([0.5, 0.5]))
     np.testing.assert_allclose(out[0], [0.25, 0.75])
     np.testing.assert_allclose(out[1], [0.9 / 3 / (0.9 / 3 + 0.1), 0.1 / (0.9 / 3 + 0.1)])
+    # a class the training split lacked (share 0): no probability, no division by zero
+    np.testing.assert_allclose(
+        reweight(np.array([[0.6, 0.4, 0.0]]), np.array([0.5, 0.5, 0]), np.ones(3) / 3), [[0.6, 0.4, 0]]
+    )
     # back again: the probabilities as they were
     np.testing.assert_allclose(reweight(out, np.array([0.5, 0.5]), np.array([0.75, 0.25])), [[0.5, 0.5], [0.9, 0.1]])
 

@@ -75,8 +75,9 @@ def training_prior(hparams: Mapping[str, Any], n_classes: int) -> np.ndarray:
 
 def reweight(probs: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """(N, C) probabilities under the class mix ``source`` -> under ``target`` (Bayes' rule)."""
-    # a class absent from training (share 0) stays at the classifier's own (zero) odds
-    w = np.asarray(target, dtype=np.float64) / np.maximum(np.asarray(source, dtype=np.float64), 1e-12)
+    source, target = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    # a class absent from training (share 0) was never learned: it keeps no probability
+    w = np.divide(target, source, out=np.zeros_like(target), where=source > 0)
     q = np.asarray(probs, dtype=np.float64) * w
     return q / q.sum(1, keepdims=True)
 
