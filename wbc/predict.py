@@ -100,7 +100,7 @@ def measure_folder_um_per_px(
 # A folder whose cells measure this much larger or smaller than the training cells of the same predicted classes
 # gets a warning: a pixel size 10 % off costs 2 to 4 points of macro-F1 on PBC's own cells (scripts/scale_tta.py).
 # On PBC's test split under the simulated lab differences with the right ruler the check read 0.98 to 1.02, except
-# blur (1.09: a blurred outline is larger); with the ruler 10 % off, 0.91 and 1.10 (README)
+# blur (1.09: a blurred outline is larger); with the ruler 10 % off, 0.91 and 1.10 (docs/lab_transfer.md)
 SIZE_TOLERANCE = 0.05
 SIZE_MIN_CELLS = 10  # located cells of a predicted class before its median counts
 SIZE_MIN_CLASSES = 3  # classes that count before the check says anything

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("train", "uniform", "folder")
 # prior=folder below this many predicted images is refused: on random sub-folders of PBC's test split in its own
-# mix (scripts/prior_shift.py, README) the estimate cost 0.25 points of accuracy at 16 images, 0.19 at 32, 0.02 at 64
+# mix (scripts/prior_shift.py, docs/lab_transfer.md) the estimate cost 0.25 points of accuracy at 16 images, 0.19
+# at 32, 0.02 at 64
 MIN_IMAGES = 64
 
 
