@@ -265,7 +265,7 @@ def test_evaluate_says_which_folders_it_leaves_out(trained, tmp_path, caplog):
     assert any(
         "folder platelet/ (4 images) is not in the class mapping" in m and "NOT evaluated" in m for m in warnings
     )
-    assert any("1 images directly in" in m for m in warnings)
+    assert any("1 images in" in m and "in no class folder" in m for m in warnings)
     assert any(
         "5 of 12 predicted files NOT evaluated" in m and "platelet/=4, in no class folder=1" in m for m in warnings
     )
@@ -292,6 +292,48 @@ def test_evaluate_says_which_folders_it_leaves_out(trained, tmp_path, caplog):
     f1 = [test[f"test/f1/{c}"] for c in ("Monocyte", "Eosinophil/Basophil")]
     assert test["test/f1_macro"] == pytest.approx(sum(f1) / 2) and test["test/f1_macro_n_classes"] == 2
     assert evaluation["f1_macro_n_classes"] == 2
+
+
+def test_evaluate_reads_class_folders_inside_split_folders(trained, tmp_path, caplog):
+    """A labelled set shipped as <folder>/{train,test}/<class>/... is evaluated by its class folders, every split."""
+    run_dir, _ = trained
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "lab"
+    layout = (("Train", "eosinophil", 2), ("Train", "monocyte", 1), ("test", "Monocyte", 2), ("test", "ig", 1))
+    for split, name, n in layout:
+        for i in range(n):
+            write_image(folder / split / name / f"{i}.png", rng)
+    write_image(folder / "test" / "loose.png", rng)
+    cfg = predict_cfg(tmp_path / "out", run_dir / "checkpoints/best.ckpt", folder, evaluate=True)
+    with caplog.at_level("INFO", logger="wbc.predict"):
+        assert run(cfg) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("class folders inside the split folders Train, test" in m for m in messages)
+    evaluation = json.loads((tmp_path / "out/summary.json").read_text())["evaluation"]
+    assert evaluation["split_folders"] == ["Train", "test"]
+    assert evaluation["labelled"] == 5 and evaluation["unlabelled"] == 2  # ig/ and the loose file
+    assert evaluation["unmapped_folders"] == {"ig": 1} and evaluation["outside_class_folders"] == 1
+    assert evaluation["class_map"] == {
+        "Monocyte": "Monocyte",
+        "eosinophil": "Eosinophil/Basophil",
+        "monocyte": "Monocyte",
+    }
+    rows = {Path(r["path"]).relative_to(folder).as_posix(): r for r in read_rows(tmp_path / "out/predictions.csv")}
+    assert rows["test/Monocyte/0.png"]["label"] == "Monocyte" and rows["Train/eosinophil/1.png"]["label"] == (
+        "Eosinophil/Basophil"
+    )
+
+
+def test_split_folder_names_that_are_class_folders_stay_class_folders(tmp_path):
+    """Split folders are recognised only when no top folder is a class folder the mapping knows."""
+    from wbc.predict import evaluation_mapping, folder_labels
+
+    names = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
+    files = [tmp_path / "test" / "monocyte" / "a.png", tmp_path / "monocyte" / "b.png"]
+    found = folder_labels(files, tmp_path, evaluation_mapping(names, None))
+    assert found.splits is None and found.labels == [None, 2] and found.unmapped == {"test": 1}
+    found = folder_labels(files[:1], tmp_path, evaluation_mapping(names, None))
+    assert found.splits == ["test"] and found.labels == [2]
 
 
 def test_evaluate_with_a_mapping_that_maps_nothing_says_which_key_to_set(trained, tmp_path, caplog):

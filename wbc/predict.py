@@ -25,7 +25,7 @@ import torch
 from wbc.adapt import AdaptationError
 from wbc.data.decode import DEFAULT_MAX_PIXELS, is_image_file, read_image
 from wbc.data.framing import CellLocation, class_cell_um, locate_cell, measure_um_per_px, median_cell_um
-from wbc.data.sources import ClassMapping, pbc_class_map, walk_files
+from wbc.data.sources import SPLIT_DIRS, ClassMapping, pbc_class_map, walk_files
 from wbc.errors import UserError
 from wbc.predictor import CheckpointError, Predictor, iterate_batches, load_checkpoint  # noqa: F401  (re-exported)
 from wbc.prior import PriorError, check_setting, require_images
@@ -207,13 +207,15 @@ def evaluation_mapping(class_names: Sequence[str], class_map: Mapping[str, str] 
 
 @dataclass
 class FolderLabels:
-    """The class of each input file from its first folder below the input folder, and what was left out."""
+    """The class of each input file from its class folder (the first folder below the input folder, or the second
+    below split folders: <folder>/{train,val,test}/<class>/...), and what was left out."""
 
     labels: list[int | None]  # class index per file; None: not in a class folder the mapping knows
     folders: dict[str, str]  # class folder -> class, for the folders that map
-    images: dict[str, int]  # image files per first-level folder ("" for files directly in the input folder)
+    images: dict[str, int]  # image files per class folder ("" for files in no class folder)
     unmapped: dict[str, int]  # folders the mapping does not know -> their image files
     mapping: ClassMapping
+    splits: list[str] | None = None  # the split folders the class folders sit in, when they do
 
 
 def folder_labels(files: Sequence[Path], root: Path | None, mapping: ClassMapping) -> FolderLabels:
@@ -223,14 +225,21 @@ def folder_labels(files: Sequence[Path], root: Path | None, mapping: ClassMappin
             "evaluate=true needs a folder of class folders as input (input=<folder> with <folder>/<class>/...), "
             "not a single file or a glob"
         )
-    labels: list[int | None] = []
-    images: Counter[str] = Counter()
+    paths = []
     for f in files:
         try:
-            parts = f.relative_to(root).parts
+            paths.append(f.relative_to(root).parts)
         except ValueError:
-            parts = ()
-        folder = parts[0] if len(parts) > 1 else ""
+            paths.append(())
+    # a labelled set shipped as <folder>/{train,val,test}/<class>/... (as training reads it): the class folders sit
+    # one level down; every split is evaluated (give input=<folder>/test for the test split alone)
+    top = {parts[0] for parts in paths if len(parts) > 1}
+    split_layout = bool(top) and all(s.lower() in SPLIT_DIRS and mapping.index(s) is None for s in top)
+    depth = 1 if split_layout else 0
+    labels: list[int | None] = []
+    images: Counter[str] = Counter()
+    for f, parts in zip(files, paths, strict=True):
+        folder = parts[depth] if len(parts) > depth + 1 else ""
         labels.append(mapping.index(folder) if folder else None)
         if is_image_file(f):
             images[folder] += 1
@@ -248,11 +257,13 @@ def folder_labels(files: Sequence[Path], root: Path | None, mapping: ClassMappin
             f"not evaluated)"
         )
     unmapped = {f: images[f] for f in seen if f not in folders}
-    return FolderLabels(labels, folders, dict(images), unmapped, mapping)
+    return FolderLabels(labels, folders, dict(images), unmapped, mapping, sorted(top) if split_layout else None)
 
 
 def report_folders(found: FolderLabels, root: Path) -> None:
     """Say which folders are evaluated as which class, and loudly which are not."""
+    if found.splits:
+        log.info("evaluate: class folders inside the split folders %s, evaluated together", ", ".join(found.splits))
     log.info(
         "evaluate: %s",
         ", ".join(f"{f}/ -> {c} ({found.images[f]} images)" for f, c in found.folders.items()),
@@ -265,7 +276,7 @@ def report_folders(found: FolderLabels, root: Path) -> None:
         )
     if found.images.get(""):
         log.warning(
-            "evaluate: %d images directly in %s (in no class folder) are predicted, NOT evaluated",
+            "evaluate: %d images in %s in no class folder are predicted, NOT evaluated",
             found.images[""],
             root,
         )

@@ -105,6 +105,7 @@ def evaluate(
         "unmapped_folders": found.unmapped,
         "outside_class_folders": found.images.get("", 0),
         "class_map": found.folders,
+        "split_folders": found.splits,  # the class folders sat in these split folders (all evaluated)
     }
     if not keep:
         return counts
