@@ -336,6 +336,20 @@ def test_split_folder_names_that_are_class_folders_stay_class_folders(tmp_path):
     assert found.splits == ["test"] and found.labels == [2]
 
 
+def test_images_loose_in_split_folders_are_refused_naming_where_they_sit(tmp_path):
+    """Split folders holding images but no class folders: the refusal says where the images are and what is needed."""
+    from wbc.errors import UserError
+    from wbc.predict import evaluation_mapping, folder_labels
+
+    names = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
+    files = [tmp_path / "train" / "a.png", tmp_path / "test" / "b.png"]
+    needs = r"directly in its split folders \(test, train\).*<folder>/\{train,val,test\}/<class>"
+    with pytest.raises(UserError, match=needs):
+        folder_labels(files, tmp_path, evaluation_mapping(names, None))
+    with pytest.raises(UserError, match=r"the images sit directly in it\)"):
+        folder_labels([tmp_path / "a.png"], tmp_path, evaluation_mapping(names, None))
+
+
 def test_evaluate_with_a_mapping_that_maps_nothing_says_which_key_to_set(trained, tmp_path, caplog):
     run_dir, _ = trained
     rng = np.random.default_rng(6)

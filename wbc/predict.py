@@ -247,9 +247,11 @@ def folder_labels(files: Sequence[Path], root: Path | None, mapping: ClassMappin
     folders = {f: mapping.class_names[i] for f in seen if (i := mapping.index(f)) is not None}
     if not folders:
         if not seen:
+            where = f"directly in its split folders ({', '.join(sorted(top))})" if split_layout else "directly in it"
             raise UserError(
-                f"evaluate=true: {root} holds no class folders (the images sit directly in it): evaluation needs "
-                f"<folder>/<class>/... (class_map maps folder names onto the classes {mapping.class_names})"
+                f"evaluate=true: {root} holds no class folders (the images sit {where}): evaluation needs "
+                f"<folder>/<class>/... or <folder>/{{train,val,test}}/<class>/... (class_map maps folder names onto "
+                f"the classes {mapping.class_names})"
             )
         raise UserError(
             f"evaluate=true: none of the folders of {root} ({', '.join(seen)}) maps onto the classes "
