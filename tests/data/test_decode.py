@@ -198,6 +198,12 @@ def test_every_exif_orientation_matches_pil(tmp_path: Path, orientation: int) ->
     np.testing.assert_array_equal(read_image(tmp_path / "o.png"), expected)
 
 
+def test_lossless_webp_reads_exactly(tmp_path: Path) -> None:
+    pixels = _noise(9, 7)
+    Image.fromarray(pixels).save(tmp_path / "cell.webp", lossless=True)
+    np.testing.assert_array_equal(read_image(tmp_path / "cell.webp"), pixels)
+
+
 def test_non_ascii_file_name(tmp_path: Path) -> None:
     path = tmp_path / "zelle_ñ_白血球.png"
     pixels = _noise(8, 8)
@@ -216,7 +222,7 @@ def test_decode_image_bytes(tmp_path: Path) -> None:
 
 def test_is_image_file() -> None:
     assert IMAGE_EXTENSIONS == tuple(e.lower() for e in IMAGE_EXTENSIONS)
-    for name in ("a.jpg", "B.JPG", "c.Jpeg", "d.PNG", "e.bmp", "f.TIF", "g.tiff", Path("dir/h.png")):
+    for name in ("a.jpg", "B.JPG", "c.Jpeg", "d.PNG", "e.bmp", "f.TIF", "g.tiff", "i.WebP", Path("dir/h.png")):
         assert is_image_file(name), name
     for name in ("a.txt", "png", "a.png.bak", "a.gif", "jpg"):
         assert not is_image_file(name), name

@@ -31,7 +31,7 @@ try:  # libjpeg-turbo with DCT scaling, faster than PIL for plain JPEGs; optiona
 except ImportError:  # pragma: no cover
     simplejpeg = None
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # PIL's own default for Image.MAX_IMAGE_PIXELS, fixed here so that a caller changing PIL's global cannot
 # change ours.

@@ -191,7 +191,7 @@ class FolderSource:
             if mapped:
                 raise UserError(
                     f"data.root={self.root}: its class folders ({', '.join(mapped)}) hold no readable image files "
-                    f"(jpg, png, bmp, tif)"
+                    f"(jpg, png, bmp, tif, webp)"
                 )
             raise UserError(
                 f"data.root={self.root}: none of its folders ({', '.join(seen) or 'none'}) is a class of "
