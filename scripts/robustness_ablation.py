@@ -73,6 +73,10 @@ RECIPES = {
     # a 24 um field instead of 30 at the same 64 px: 0.375 um/px instead of 0.47, a quarter more pixels across the
     # cell for its nucleus and granules at the same cost; a 20 um monocyte still fits with 2 um to spare
     "pbc_robust+field24": ["trainer.max_epochs=20", "data.field_um=24"],
+    # class-balanced sampling: PBC's mix (42 % eosinophils/basophils, 14 % monocytes) is how it was collected, not
+    # a lab's; every class seen equally often trains the rarer classes' features as much as the others', and the
+    # classifier carries a uniform mix that prior=folder then moves to each folder's own
+    "pbc_robust+balanced": ["trainer.max_epochs=20", "data.sampler=weighted"],
 }
 
 
