@@ -27,12 +27,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from wbc.adapt import adapt_batchnorm  # noqa: E402
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
-from wbc.shifts import CLASS_MIXES, class_mix_indices  # noqa: E402
+from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_sets  # noqa: E402
 
 LAYERS = ";".join(
     [
@@ -51,21 +50,13 @@ def _batches(x: np.ndarray, size: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", nargs="+", required=True)
-    parser.add_argument("--folders", nargs="+", required=True, help="name=folder: the sets the choice is made on")
-    parser.add_argument("--mixes", default="", help="comma-separated names of --folders also evaluated re-mixed")
-    parser.add_argument("--eval", nargs="*", default=[], help="name=folder: reported, not part of the criterion")
+    add_study_arguments(parser, out="outputs/adabn_layers")
     parser.add_argument("--layers", default=LAYERS, help="label=prefix,prefix;... (* is every batch-norm layer)")
-    parser.add_argument("--class-map", default=None, help="folder -> class, '{neut: Neutrophil, ...}'")
-    parser.add_argument("--out", default="outputs/adabn_layers")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    folders = dict(a.split("=", 1) for a in args.folders)
-    evals = dict(a.split("=", 1) for a in args.eval)
-    mixed = {m for m in args.mixes.split(",") if m}
-    class_map = yaml.safe_load(args.class_map) if args.class_map else None
+    folders, evals, mixed, class_map = study_sets(args)
     settings: dict[str, list[str] | None] = {"as trained": None}
     for part in args.layers.split(";"):
         label, prefixes = part.split("=", 1)
@@ -76,10 +67,7 @@ def main() -> int:
         state = {n: v.clone() for n, v in predictor.model.state_dict().items()}
         for name, folder in {**folders, **evals}.items():
             x, y = prepared_folder(predictor, folder, out, name, class_map)
-            mixes = {"own": np.arange(len(y))}
-            if name in mixed:
-                mixes |= {m: class_mix_indices(y, p) for m, p in CLASS_MIXES.items()}
-            for mix, idx in mixes.items():
+            for mix, idx in study_mixes(y, name in mixed).items():
                 for label, prefixes in settings.items():
                     predictor.model.load_state_dict(state)
                     sub = x[idx]
@@ -120,13 +108,7 @@ def report(results: list[dict], settings: list[str], n_ckpt: int) -> str:
             + " | ".join(cells)
             + " |"
         )
-    for title, keep in [
-        ("**criterion: mean over the sets above**", lambda r: r["criterion"]),
-        ("of which re-mixed sets", lambda r: r["criterion"] and r["mix"] != "own"),
-        ("of which the sets' own mix", lambda r: r["criterion"] and r["mix"] == "own"),
-    ]:
-        cells = [mean([r for r in results if keep(r) and r["setting"] == s]) for s in settings]
-        lines.append(f"| {title} | | | " + " | ".join(cells) + " |")
+    lines += criterion_rows(results, "setting", settings, mean)
     return "\n".join(lines) + "\n"
 
 

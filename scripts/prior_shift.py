@@ -30,12 +30,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
 from wbc.prior import apply_prior, training_prior  # noqa: E402
-from wbc.shifts import CLASS_MIXES, class_mix_indices  # noqa: E402
+from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_sets  # noqa: E402
 
 PRIORS = ("train", "uniform", "folder")
 SIZES = (16, 32, 64, 128, 256)  # sub-folder sizes of the estimate's study
@@ -56,12 +55,7 @@ def probabilities(predictor: Predictor, ckpt: str, name: str, folder: str, out: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", nargs="+", required=True)
-    parser.add_argument("--folders", nargs="+", required=True, help="name=folder: the sets the choice is made on")
-    parser.add_argument("--mixes", default="", help="comma-separated names of --folders also evaluated re-mixed")
-    parser.add_argument("--eval", nargs="*", default=[], help="name=folder: reported, not part of the criterion")
-    parser.add_argument("--class-map", default=None, help="folder -> class, '{neut: Neutrophil, ...}'")
-    parser.add_argument("--out", default="outputs/prior_shift")
+    add_study_arguments(parser, out="outputs/prior_shift")
     parser.add_argument("--cache", default=None, help="where preprocessed folders are cached (default: --out)")
     parser.add_argument("--repeats", type=int, default=100, help="random sub-folders per set, mix and size")
     args = parser.parse_args()
@@ -69,10 +63,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out
-    folders = dict(a.split("=", 1) for a in args.folders)
-    evals = dict(a.split("=", 1) for a in args.eval)
-    mixed = {m for m in args.mixes.split(",") if m}
-    class_map = yaml.safe_load(args.class_map) if args.class_map else None
+    folders, evals, mixed, class_map = study_sets(args)
     results, sizes = [], []
     rng = np.random.default_rng(0)
     for k, ckpt in enumerate(args.ckpt):
@@ -81,10 +72,7 @@ def main() -> int:
         source = training_prior(predictor.model.hparams, n_classes)
         for name, folder in {**folders, **evals}.items():
             y, p = probabilities(predictor, ckpt, name, folder, out, cache, class_map)
-            mixes = {"own": np.arange(len(y))}
-            if name in mixed:
-                mixes |= {m: class_mix_indices(y, share) for m, share in CLASS_MIXES.items()}
-            for mix, idx in mixes.items():
+            for mix, idx in study_mixes(y, name in mixed).items():
                 for prior in PRIORS:
                     q, used = apply_prior(p[idx], source, prior, min_images=1)  # a study: every set
                     m = headline(y[idx], q.argmax(1), q, n_classes)
@@ -126,13 +114,7 @@ def report(results: list[dict], sizes: list[dict], n_ckpt: int) -> str:
         cells = [f"{mean(got):.4f} / {mean(got, 'ece'):.3f}" for got in by_prior]
         where = folder if crit else f"{folder} (reported only)"
         lines.append(f"| {where} | {mix} | {rows[0]['images']} | " + " | ".join(cells) + " |")
-    for title, keep in [
-        ("**criterion: mean over the sets above**", lambda r: r["criterion"]),
-        ("of which re-mixed sets", lambda r: r["criterion"] and r["mix"] != "own"),
-        ("of which the sets' own mix", lambda r: r["criterion"] and r["mix"] == "own"),
-    ]:
-        cells = [f"{mean([r for r in results if keep(r) and r['prior'] == p]):.4f}" for p in PRIORS]
-        lines.append(f"| {title} | | | " + " | ".join(cells) + " |")
+    lines += criterion_rows(results, "prior", PRIORS, lambda rows: f"{mean(rows):.4f}")
     lines += [
         "",
         "How many images the folder's estimate needs: random sub-folders of each criterion set and mix, accuracy with "

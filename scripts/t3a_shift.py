@@ -29,12 +29,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
 from wbc.prior import apply_prior, training_prior  # noqa: E402
-from wbc.shifts import CLASS_MIXES, class_mix_indices  # noqa: E402
+from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_sets  # noqa: E402
 from wbc.t3a import adjusted_scores, embed, head  # noqa: E402
 
 
@@ -70,23 +69,15 @@ def decisions(f: np.ndarray, p: np.ndarray, weight: np.ndarray, source: np.ndarr
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", nargs="+", required=True)
-    parser.add_argument("--folders", nargs="+", required=True, help="name=folder: the sets the choice is made on")
-    parser.add_argument("--mixes", default="", help="comma-separated names of --folders also evaluated re-mixed")
-    parser.add_argument("--eval", nargs="*", default=[], help="name=folder: reported, not part of the criterion")
-    parser.add_argument("--class-map", default=None, help="folder -> class, '{neut: Neutrophil, ...}'")
+    add_study_arguments(parser, out="outputs/t3a_shift")
     parser.add_argument("--per-class", default="5,20,50,100,all", help="T3A support sizes per class (all: every)")
-    parser.add_argument("--out", default="outputs/t3a_shift")
     parser.add_argument("--cache", default=None, help="where preprocessed folders are cached (default: --out)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(args.cache) if args.cache else out
-    folders = dict(a.split("=", 1) for a in args.folders)
-    evals = dict(a.split("=", 1) for a in args.eval)
-    mixed = {m for m in args.mixes.split(",") if m}
-    class_map = yaml.safe_load(args.class_map) if args.class_map else None
+    folders, evals, mixed, class_map = study_sets(args)
     sizes = [None if s == "all" else int(s) for s in args.per_class.split(",")]
     results = []
     for k, ckpt in enumerate(args.ckpt):
@@ -96,10 +87,7 @@ def main() -> int:
         weight = head(predictor.model.net).weight.detach().float().numpy()
         for name, folder in {**folders, **evals}.items():
             y, f, p = features(predictor, ckpt, name, folder, out, cache, class_map)
-            mixes = {"own": np.arange(len(y))}
-            if name in mixed:
-                mixes |= {m: class_mix_indices(y, share) for m, share in CLASS_MIXES.items()}
-            for mix, idx in mixes.items():
+            for mix, idx in study_mixes(y, name in mixed).items():
                 for way, pred in decisions(f[idx], p[idx], weight, source, sizes).items():
                     m = headline(y[idx], pred, None, n_classes)
                     row = {"checkpoint": ckpt, "k": k, "folder": name, "criterion": name in folders, "mix": mix}
@@ -131,13 +119,7 @@ def report(results: list[dict], n_ckpt: int) -> str:
         where = folder if crit else f"{folder} (reported only)"
         cells = [mean([r for r in rows if r["way"] == w]) for w in ways]
         lines.append(f"| {where} | {mix} | {rows[0]['images']} | " + " | ".join(cells) + " |")
-    for title, keep in [
-        ("**criterion: mean over the sets above**", lambda r: r["criterion"]),
-        ("of which re-mixed sets", lambda r: r["criterion"] and r["mix"] != "own"),
-        ("of which the sets' own mix", lambda r: r["criterion"] and r["mix"] == "own"),
-    ]:
-        cells = [mean([r for r in results if keep(r) and r["way"] == w]) for w in ways]
-        lines.append(f"| {title} | | | " + " | ".join(cells) + " |")
+    lines += criterion_rows(results, "way", ways, mean)
     return "\n".join(lines) + "\n"
 
 

@@ -226,6 +226,26 @@ def test_prior_shift_script_compares_the_priors_on_re_mixed_sets(trained_framed,
 
 
 @pytest.mark.slow
+def test_t3a_shift_script_compares_t3a_with_the_class_mix_step(trained_framed, tmp_path):
+    run_dir, class_map = trained_framed
+    data = run_dir.parent / "data"
+    cmd = [sys.executable, "scripts/t3a_shift.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
+           "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
+           "--per-class", "5,all", "--out", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out/results.json").read_text())["results"]
+    ways = ["train", "folder", "t3a 5", "folder+t3a 5", "t3a all", "folder+t3a all"]
+    assert len(results) == (4 + 1) * len(ways)  # (own mix + 3 re-mixes) of the criterion folder, the reported one
+    by = {(r["folder"], r["mix"], r["way"]): r for r in results}
+    assert {w for _, _, w in by} == set(ways)
+    assert by[("again", "own", "t3a all")]["f1_macro"] == by[("own", "own", "t3a all")]["f1_macro"]  # one folder
+    report = (tmp_path / "out/t3a_shift.md").read_text()
+    assert "| again (reported only) | own |" in report and "**criterion: mean over the sets above**" in report
+    assert list((tmp_path / "out").glob("features-own-*.npz"))  # cached: a second run reads them
+
+
+@pytest.mark.slow
 def test_scale_tta_script_frames_each_ruler_and_averages_the_chosen_scales(trained_framed, tmp_path):
     import importlib.util
 

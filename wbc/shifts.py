@@ -203,3 +203,48 @@ def class_mix_indices(labels: np.ndarray, proportions: Sequence[float], seed: in
     rng = np.random.default_rng(seed)
     picked = [rng.choice(np.flatnonzero(labels == c), int(total * p[c] + 1e-9), replace=False) for c in range(len(p))]
     return np.sort(np.concatenate(picked))
+
+
+# --- what the studies over these sets share (scripts/adabn_layers.py, prior_shift.py, t3a_shift.py) ----------------
+
+
+def add_study_arguments(parser, out: str) -> None:
+    """The options every study over the shifted sets takes: checkpoints, criterion and reported folders, re-mixes."""
+    parser.add_argument("--ckpt", nargs="+", required=True)
+    parser.add_argument("--folders", nargs="+", required=True, help="name=folder: the sets the choice is made on")
+    parser.add_argument("--mixes", default="", help="comma-separated names of --folders also evaluated re-mixed")
+    parser.add_argument("--eval", nargs="*", default=[], help="name=folder: reported, not part of the criterion")
+    parser.add_argument("--class-map", default=None, help="folder -> class, '{neut: Neutrophil, ...}'")
+    parser.add_argument("--out", default=out)
+
+
+def study_sets(args) -> tuple[dict[str, str], dict[str, str], set[str], dict | None]:
+    """(criterion folders, reported folders, names also re-mixed, class map) from :func:`add_study_arguments`."""
+    import yaml
+
+    folders = dict(a.split("=", 1) for a in args.folders)
+    evals = dict(a.split("=", 1) for a in args.eval)
+    mixed = {m for m in args.mixes.split(",") if m}
+    return folders, evals, mixed, yaml.safe_load(args.class_map) if args.class_map else None
+
+
+def study_mixes(labels: np.ndarray, remix: bool) -> dict[str, np.ndarray]:
+    """The folder's own mix, and when ``remix`` each of :data:`CLASS_MIXES`: name -> indices of its images."""
+    mixes = {"own": np.arange(len(labels))}
+    if remix:
+        mixes |= {m: class_mix_indices(labels, share) for m, share in CLASS_MIXES.items()}
+    return mixes
+
+
+def criterion_rows(results: list[dict], column: str, columns: Sequence[str], mean: Callable[[list[dict]], str]):
+    """The report's summary lines: the criterion (every criterion set and mix), its re-mixed and own-mix parts;
+    one cell per value of ``column`` in ``columns``, ``mean`` of the matching result rows."""
+    lines = []
+    for title, keep in [
+        ("**criterion: mean over the sets above**", lambda r: r["criterion"]),
+        ("of which re-mixed sets", lambda r: r["criterion"] and r["mix"] != "own"),
+        ("of which the sets' own mix", lambda r: r["criterion"] and r["mix"] == "own"),
+    ]:
+        cells = [mean([r for r in results if keep(r) and r[column] == c]) for c in columns]
+        lines.append(f"| {title} | | | " + " | ".join(cells) + " |")
+    return lines
