@@ -337,15 +337,16 @@ def test_split_folder_names_that_are_class_folders_stay_class_folders(tmp_path):
 
 
 def test_default_evaluation_mapping_knows_plural_folder_names():
-    """Folders named in the plural (Neutrophils/, EOSINOPHILS/) map like the singular; a given class_map is exact."""
+    """Folders named in the plural (Neutrophils/, EOSINOPHILS/) map like the singular, with a given class_map too."""
     from wbc.predict import evaluation_mapping
 
     names = ["Neutrophil", "Lymphocyte", "Monocyte", "Eosinophil/Basophil"]
     default = evaluation_mapping(names, None)
     folders = ["Neutrophils", "lymphocytes", "Monocytes", "EOSINOPHILS", "basophils", "neutrophil"]
     assert [default.index(f) for f in folders] == [0, 1, 2, 3, 3, 0]
-    assert default.index("eosinophil/basophils") is None and default.index("cells") is None
-    assert evaluation_mapping(names, {"neutrophil": "Neutrophil"}).index("neutrophils") is None
+    assert default.index("cells") is None and default.index("s") is None
+    given = evaluation_mapping(names, {"neutrophil": "Neutrophil", "lymphos": "Lymphocyte"})
+    assert [given.index(f) for f in ["Neutrophils", "lymphos", "lympho", "monocytes"]] == [0, 1, None, None]
 
 
 def test_images_loose_in_split_folders_are_refused_naming_where_they_sit(tmp_path):

@@ -193,16 +193,13 @@ def predict_files(
 def evaluation_mapping(class_names: Sequence[str], class_map: Mapping[str, str] | None) -> ClassMapping:
     """The folder -> class mapping of ``evaluate=true``: ``class_map`` when given; else folders named like the
     classes, and PBC's folder names (:func:`~wbc.data.sources.pbc_class_map`, the mapping ``data=pbc`` trains
-    with; LISC uses the same names) for the classes the checkpoint has, each also in the plural (any case)."""
+    with; LISC uses the same names) for the classes the checkpoint has (any case; plurals as the singular)."""
     if class_map is not None:
         return ClassMapping(class_names, dict(class_map), key="class_map")
     mapping = {name.lower(): name for name in class_names}
     for folder, name in pbc_class_map().items():
         if name in class_names:
             mapping.setdefault(folder.lower(), name)
-    for folder, name in list(mapping.items()):  # labs name folders in the plural too: Neutrophils/, monocytes/
-        if folder.isalpha():
-            mapping.setdefault(folder + "s", name)
     default = ClassMapping(class_names, mapping, key="class_map")
     default.given = False  # to change it, a user gives a whole class_map
     return default

@@ -19,6 +19,22 @@ def test_mapping_is_case_insensitive_and_many_to_one():
         ClassMapping(CLASSES, {"x": "Erythroblast"}, key="data.source.class_map")
 
 
+def test_folders_named_in_the_plural_train_like_the_singular(tmp_path):
+    """A lab's Neutrophils/, LYMPHOCYTES/, basophils/ folders: scanned for training without a class_map, with
+    PBC's class_map too; a name whose singular maps to nothing stays unknown."""
+    rng = np.random.default_rng(2)
+    for folder in ("Neutrophils", "LYMPHOCYTES", "Monocytes", "eosinophils", "platelets"):
+        write_image(tmp_path / folder / f"{folder}.png", rng)
+    for mapping, labels in ((None, {"Neutrophils": 0, "LYMPHOCYTES": 1, "Monocytes": 2}), (PBC_MAP, None)):
+        source = FolderSource(tmp_path, CLASSES, mapping)
+        found = {os.path.basename(os.path.dirname(s.path)): s.label for s in source.scan()}
+        if mapping is None:  # folders named like the classes: "eosinophils" is not "Eosinophil/Basophil"
+            assert found == labels and set(source.unknown_folders) == {"eosinophils", "platelets"}
+        else:
+            assert found == {"Neutrophils": 0, "LYMPHOCYTES": 1, "Monocytes": 2, "eosinophils": 3}
+            assert source.unknown_folders == {"platelets": 1}
+
+
 def test_mapping_guesses_classes_for_examples():
     m = ClassMapping(CLASSES)
     assert [m.guess(f) for f in ("neut", "Baso", "eosi", "lymp", "mono", "mixt", "ig")] == [

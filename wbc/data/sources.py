@@ -71,7 +71,8 @@ def walk_files(root: Path) -> list[Path]:
 
 
 class ClassMapping:
-    """Folder (or label) names -> class names, case-insensitive; several names may map to one class.
+    """Folder (or label) names -> class names, case-insensitive; several names may map to one class. A name the
+    mapping lacks in the plural maps like its singular (labs name folders ``Neutrophils/`` as often as ``neutrophil/``).
 
     ``key`` names the setting the mapping came from (``data.source.class_map``), for messages.
     """
@@ -91,8 +92,12 @@ class ClassMapping:
             )
 
     def index(self, folder_name: str) -> int | None:
-        """Class index of a folder name, or None when the mapping does not know it."""
-        target = self.mapping.get(folder_name.lower())
+        """Class index of a folder name (or of its singular: ``Monocytes`` -> ``monocyte``), or None when the
+        mapping knows neither."""
+        name = folder_name.lower()
+        target = self.mapping.get(name)
+        if target is None and len(name) > 1 and name.endswith("s"):
+            target = self.mapping.get(name[:-1])
         return None if target is None else self.class_names.index(target)
 
     def guess(self, folder_name: str) -> str | None:
