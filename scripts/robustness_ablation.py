@@ -77,6 +77,10 @@ RECIPES = {
     # a lab's; every class seen equally often trains the rarer classes' features as much as the others', and the
     # classifier carries a uniform mix that prior=folder then moves to each folder's own
     "pbc_robust+balanced": ["trainer.max_epochs=20", "data.sampler=weighted"],
+    # Fourier amplitude mixing (FACT): half of the images take a mix of their amplitude spectrum with another's,
+    # their phase (where the nucleus, its lobes and the granules are) kept: brightness, stain contrast, blur and
+    # noise vary, which is how labs differ, while shapes do not; the paper's range (lam ~ U(0, 1))
+    "pbc_robust+ampmix": ["trainer.max_epochs=20", "model.ampmix={p: 0.5, eta: 1.0}"],
 }
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wbc.metrics import ClassificationMetrics, prefixed
+from wbc.models.ampmix import amplitude_mix
 from wbc.models.mixstyle import add_mixstyle
 from wbc.models.networks import create_model
 from wbc.models.randconv import random_convolution
@@ -65,6 +66,7 @@ class WBCClassifier(L.LightningModule):
         channels_last: bool = True,
         mixstyle: Mapping[str, Any] | None = None,
         randconv: Mapping[str, Any] | None = None,
+        ampmix: Mapping[str, Any] | None = None,
         tta: bool = False,
         adapt_bn_layers: Sequence[str] | None = None,
         class_prior: Sequence[float] | None = None,
@@ -80,6 +82,8 @@ class WBCClassifier(L.LightningModule):
             add_mixstyle(self.net, **dict(mixstyle))
         # training-time random convolutions of the input (wbc.models.randconv): {p, kernel_sizes}
         self.randconv = {"p": 0.5, "kernel_sizes": (1, 3, 5, 7), **dict(randconv)} if randconv else None
+        # training-time Fourier amplitude mixing of the input (wbc.models.ampmix): {p, eta}
+        self.ampmix = {"p": 0.5, "eta": 1.0, **dict(ampmix)} if ampmix else None
         # NHWC ("channels last") weights and activations: oneDNN's and cuDNN's fast layout for convolutions; the
         # images arrive NHWC-strided already (uint8 HWC arrays permuted), so no copy is needed on the way in
         self.channels_last = channels_last
@@ -124,6 +128,8 @@ class WBCClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
+        if self.ampmix and self.training and torch.is_grad_enabled():
+            x = amplitude_mix(x, **self.ampmix)
         x = (x - self.mean) / self.std
         if self.randconv and self.training and torch.is_grad_enabled() and torch.rand(()) < self.randconv["p"]:
             x = random_convolution(x, self.randconv["kernel_sizes"])
