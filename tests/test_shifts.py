@@ -204,9 +204,10 @@ def test_prior_shift_script_compares_the_priors_on_re_mixed_sets(trained_framed,
     data = run_dir.parent / "data"
     cmd = [sys.executable, "scripts/prior_shift.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
            "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
-           "--repeats", "4", "--out", str(tmp_path / "out")]  # fmt: skip
+           "--repeats", "4", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "new" / "cache")]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "new" / "cache").glob("own-*.npz"))  # a --cache folder that did not exist is made
     got = json.loads((tmp_path / "out/results.json").read_text())
     results, sizes = got["results"], got["sizes"]
     assert len(results) == (4 + 1) * 3  # (own mix + 3 re-mixes) of the criterion folder, the reported one; 3 priors

@@ -157,6 +157,7 @@ def prepared_folder(
             xs.append(images[keep])
             ys += [labels[idx[j]] for j in keep]
     x, y = np.concatenate(xs), np.array(ys)
+    cache.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=x, y=y)
     return x, y
 
