@@ -10,7 +10,7 @@ split's mix and AdaBN takes the folder's statistics as the population's.
 
 Writes results.json (macro-F1 and accuracy per checkpoint, folder, mix and setting) and adabn_layers.md (means
 over checkpoints; the mean over the --folders sets is the criterion; --eval folders are reported, not part of
-it). Every folder is preprocessed once per preprocessing (the checkpoints' own) and cached in --out.
+it). Every folder is preprocessed once per preprocessing (the checkpoints' own) and cached (--cache, default --out).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from wbc.adapt import adapt_batchnorm  # noqa: E402
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
-from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_sets  # noqa: E402
+from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_paths, study_sets  # noqa: E402
 
 LAYERS = ";".join(
     [
@@ -54,8 +54,7 @@ def main() -> int:
     parser.add_argument("--layers", default=LAYERS, help="label=prefix,prefix;... (* is every batch-norm layer)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, cache = study_paths(args)
     folders, evals, mixed, class_map = study_sets(args)
     settings: dict[str, list[str] | None] = {"as trained": None}
     for part in args.layers.split(";"):
@@ -66,7 +65,7 @@ def main() -> int:
         predictor = Predictor.from_checkpoint(ckpt, "cpu")
         state = {n: v.clone() for n, v in predictor.model.state_dict().items()}
         for name, folder in {**folders, **evals}.items():
-            x, y = prepared_folder(predictor, folder, out, name, class_map)
+            x, y = prepared_folder(predictor, folder, cache, name, class_map)
             for mix, idx in study_mixes(y, name in mixed).items():
                 for label, prefixes in settings.items():
                     predictor.model.load_state_dict(state)

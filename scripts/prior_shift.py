@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
 from wbc.prior import apply_prior, training_prior  # noqa: E402
-from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_sets  # noqa: E402
+from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_paths, study_sets  # noqa: E402
 
 PRIORS = ("train", "uniform", "folder")
 SIZES = (16, 32, 64, 128, 256)  # sub-folder sizes of the estimate's study
@@ -56,13 +56,10 @@ def probabilities(predictor: Predictor, ckpt: str, name: str, folder: str, out: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_arguments(parser, out="outputs/prior_shift")
-    parser.add_argument("--cache", default=None, help="where preprocessed folders are cached (default: --out)")
     parser.add_argument("--repeats", type=int, default=100, help="random sub-folders per set, mix and size")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(args.cache) if args.cache else out
+    out, cache = study_paths(args)
     folders, evals, mixed, class_map = study_sets(args)
     results, sizes = [], []
     rng = np.random.default_rng(0)

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
 from wbc.prior import apply_prior, training_prior  # noqa: E402
-from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_sets  # noqa: E402
+from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_paths, study_sets  # noqa: E402
 from wbc.t3a import adjusted_scores, embed, head  # noqa: E402
 
 
@@ -71,12 +71,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_arguments(parser, out="outputs/t3a_shift")
     parser.add_argument("--per-class", default="5,20,50,100,all", help="T3A support sizes per class (all: every)")
-    parser.add_argument("--cache", default=None, help="where preprocessed folders are cached (default: --out)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(args.cache) if args.cache else out
+    out, cache = study_paths(args)
     folders, evals, mixed, class_map = study_sets(args)
     sizes = [None if s == "all" else int(s) for s in args.per_class.split(",")]
     results = []

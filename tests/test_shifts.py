@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,37 +179,39 @@ def test_class_mix_indices_follow_the_proportions_by_hand():
         class_mix_indices(labels, (0.5, 0.5))
 
 
-@pytest.mark.slow
-def test_adabn_layers_script_compares_layer_choices_on_re_mixed_sets(trained_framed, tmp_path):
+def run_study(script: str, trained_framed, tmp_path, *options: str) -> Path:
+    """Run a study script (scripts/<script>) on the trained fixture's data: a criterion folder ``own`` (also
+    re-mixed), the same folder reported as ``again``; returns its output folder."""
     run_dir, class_map = trained_framed
     data = run_dir.parent / "data"
-    cmd = [sys.executable, "scripts/adabn_layers.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
+    cmd = [sys.executable, f"scripts/{script}", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
            "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
-           "--layers", "all=*;first=net.features.1", "--out", str(tmp_path / "out")]  # fmt: skip
+           "--out", str(tmp_path / "out"), *options]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "out/results.json").read_text())
+    return tmp_path / "out"
+
+
+@pytest.mark.slow
+def test_adabn_layers_script_compares_layer_choices_on_re_mixed_sets(trained_framed, tmp_path):
+    out = run_study("adabn_layers.py", trained_framed, tmp_path, "--layers", "all=*;first=net.features.1")
+    results = json.loads((out / "results.json").read_text())
     # (own mix + 3 re-mixes) of the criterion folder, the own mix of the reported one; 3 settings each
     assert len(results) == (4 + 1) * 3
     uniform = [r for r in results if r["mix"] == "uniform"]
     assert uniform and all(r["images"] > 0 and r["images"] % 4 == 0 for r in uniform)  # equal counts of 4 classes
     by = {(r["folder"], r["mix"], r["setting"]): r["f1_macro"] for r in results}
     assert by[("own", "own", "all")] != by[("own", "own", "as trained")]  # AdaBN changed the predictions
-    report = (tmp_path / "out/adabn_layers.md").read_text()
+    report = (out / "adabn_layers.md").read_text()
     assert "| again (reported only) | own |" in report and "criterion" in report
 
 
 @pytest.mark.slow
 def test_prior_shift_script_compares_the_priors_on_re_mixed_sets(trained_framed, tmp_path):
-    run_dir, class_map = trained_framed
-    data = run_dir.parent / "data"
-    cmd = [sys.executable, "scripts/prior_shift.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
-           "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
-           "--repeats", "4", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "new" / "cache")]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    options = ("--repeats", "4", "--cache", str(tmp_path / "new" / "cache"))
+    out = run_study("prior_shift.py", trained_framed, tmp_path, *options)
     assert list((tmp_path / "new" / "cache").glob("own-*.npz"))  # a --cache folder that did not exist is made
-    got = json.loads((tmp_path / "out/results.json").read_text())
+    got = json.loads((out / "results.json").read_text())
     results, sizes = got["results"], got["sizes"]
     assert len(results) == (4 + 1) * 3  # (own mix + 3 re-mixes) of the criterion folder, the reported one; 3 priors
     by = {(r["folder"], r["mix"], r["prior"]): r for r in results}
@@ -219,31 +222,25 @@ def test_prior_shift_script_compares_the_priors_on_re_mixed_sets(trained_framed,
     assert {(s["mix"], s["n"]) for s in sizes} == {(m, n) for m in ("own", "uniform", "differential", "mono_lymph")
                                                    for n in (16, 32, 64, 128, 256)}  # fmt: skip
     assert all(len(s["gains"]) == 4 and all(-1 <= g <= 1 for g in s["gains"]) for s in sizes)
-    report = (tmp_path / "out/prior_shift.md").read_text()
+    report = (out / "prior_shift.md").read_text()
     assert "| again (reported only) | own |" in report and "criterion" in report and "| 64 |" in report
     # resumable: the probabilities are cached, a second run writes the same results
-    assert subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, timeout=600).returncode == 0
-    assert json.loads((tmp_path / "out/results.json").read_text())["results"] == results
+    run_study("prior_shift.py", trained_framed, tmp_path, *options)
+    assert json.loads((out / "results.json").read_text())["results"] == results
 
 
 @pytest.mark.slow
 def test_t3a_shift_script_compares_t3a_with_the_class_mix_step(trained_framed, tmp_path):
-    run_dir, class_map = trained_framed
-    data = run_dir.parent / "data"
-    cmd = [sys.executable, "scripts/t3a_shift.py", "--ckpt", str(run_dir / "checkpoints/best.ckpt"),
-           "--folders", f"own={data}", "--mixes", "own", "--eval", f"again={data}", "--class-map", class_map,
-           "--per-class", "5,all", "--out", str(tmp_path / "out")]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "out/results.json").read_text())["results"]
+    out = run_study("t3a_shift.py", trained_framed, tmp_path, "--per-class", "5,all")
+    results = json.loads((out / "results.json").read_text())["results"]
     ways = ["train", "folder", "t3a 5", "folder+t3a 5", "t3a all", "folder+t3a all"]
     assert len(results) == (4 + 1) * len(ways)  # (own mix + 3 re-mixes) of the criterion folder, the reported one
     by = {(r["folder"], r["mix"], r["way"]): r for r in results}
     assert {w for _, _, w in by} == set(ways)
     assert by[("again", "own", "t3a all")]["f1_macro"] == by[("own", "own", "t3a all")]["f1_macro"]  # one folder
-    report = (tmp_path / "out/t3a_shift.md").read_text()
+    report = (out / "t3a_shift.md").read_text()
     assert "| again (reported only) | own |" in report and "**criterion: mean over the sets above**" in report
-    assert list((tmp_path / "out").glob("features-own-*.npz"))  # cached: a second run reads them
+    assert list(out.glob("features-own-*.npz"))  # cached: a second run reads them
 
 
 @pytest.mark.slow

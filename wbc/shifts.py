@@ -216,6 +216,14 @@ def add_study_arguments(parser, out: str) -> None:
     parser.add_argument("--eval", nargs="*", default=[], help="name=folder: reported, not part of the criterion")
     parser.add_argument("--class-map", default=None, help="folder -> class, '{neut: Neutrophil, ...}'")
     parser.add_argument("--out", default=out)
+    parser.add_argument("--cache", default=None, help="where preprocessed folders are cached (default: --out)")
+
+
+def study_paths(args) -> tuple[Path, Path]:
+    """(the output folder, made if missing; the folder preprocessed sets are cached in) from the study's options."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Path(args.cache) if args.cache else out
 
 
 def study_sets(args) -> tuple[dict[str, str], dict[str, str], set[str], dict | None]:
