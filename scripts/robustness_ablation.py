@@ -58,7 +58,7 @@ RECIPES = {
     "+dyes": [*PLAIN, *DYES],
     "+white+mixstyle": [*PLAIN, *WHITE, *MIXSTYLE],
     "+white+mixstyle+dyes": [*PLAIN, *WHITE, *MIXSTYLE, *DYES],
-    "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle+randconv (p=0.25), calibrate=shifted
+    "pbc_robust": [],  # experiment=pbc_robust as it is: +white+mixstyle+randconv (p=0.25), calibrate=shifted, 96 px
     "pbc_robust-randconv": EARLIER,  # the recipe before random convolutions joined it
     "pbc_robust+ibn": [*EARLIER, "model.net.ibn=true"],  # + IBN-Net-a: per-image normalisation inside resnet's layer1-3
     "pbc_robust-mixstyle+dsu": [*EARLIER, "model.mixstyle.mode=dsu"],  # DSU's drawn statistics in MixStyle's place
@@ -85,8 +85,10 @@ RECIPES = {
     # the strands between them, its chromatin and the granules (0.2-1 um) are sampled, not averaged into colour;
     # shapes are what every lab's cells share, colour is what differs (2.25 times the pixels, within the 30 minutes
     # on a 2-core CPU only where the recipe takes 13 or less)
-    "pbc_robust+s96": ["trainer.max_epochs=20", "data.image_size=96"],
+    "pbc_robust+s96": ["trainer.max_epochs=20", "data.image_size=96"],  # the recipe since the eleventh round
 }
+# every recipe before the eleventh round ran at 64 px: they keep it, so their rows stay reproducible
+RECIPES = {k: v if k in ("pbc_robust", "pbc_robust+s96") else ["data.image_size=64", *v] for k, v in RECIPES.items()}
 
 
 def train(name: str, seed: int, out: Path, pbc: str, extra: list[str]) -> Path:
