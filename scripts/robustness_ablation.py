@@ -81,14 +81,11 @@ RECIPES = {
     # their phase (where the nucleus, its lobes and the granules are) kept: brightness, stain contrast, blur and
     # noise vary, which is how labs differ, while shapes do not; the paper's range (lam ~ U(0, 1))
     "pbc_robust+ampmix": ["trainer.max_epochs=20", "model.ampmix={p: 0.5, eta: 1.0}"],
-    # 96 px instead of 64 over the same 30 um field: 0.31 um per pixel instead of 0.47, so the nucleus's lobes and
-    # the strands between them, its chromatin and the granules (0.2-1 um) are sampled, not averaged into colour;
-    # shapes are what every lab's cells share, colour is what differs (2.25 times the pixels, within the 30 minutes
-    # on a 2-core CPU only where the recipe takes 13 or less)
-    "pbc_robust+s96": ["trainer.max_epochs=20", "data.image_size=96"],  # the recipe since the eleventh round
 }
-# every recipe before the eleventh round ran at 64 px: they keep it, so their rows stay reproducible
-RECIPES = {k: v if k in ("pbc_robust", "pbc_robust+s96") else ["data.image_size=64", *v] for k, v in RECIPES.items()}
+# Every recipe before the eleventh round ran at 64 px and keeps it, so their rows stay reproducible; pbc_robust is
+# the recipe at 96 px since (that round trained it as "pbc_robust+s96", the same overrides), pbc_robust_e20 the
+# recipe at 64 px before it
+RECIPES = {k: v if k == "pbc_robust" else ["data.image_size=64", *v] for k, v in RECIPES.items()}
 
 
 def train(name: str, seed: int, out: Path, pbc: str, extra: list[str]) -> Path:

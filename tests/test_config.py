@@ -97,14 +97,14 @@ def test_robustness_ablation_recipes_compose(tmp_path, pbc_root):
         assert ("dsu" in name) == (cfg.model.mixstyle is not None and cfg.model.mixstyle.mode == "dsu"), name
         assert ("ema" in name) == ("weight_averaging" in cfg.callbacks), name
         # 20 epochs (+ a change)
-        changed = ("field24", "balanced", "ampmix", "s96")
+        changed = ("field24", "balanced", "ampmix")
         twenty = {"pbc_robust", "pbc_robust_e20", *(f"pbc_robust+{x}" for x in changed)}
         recipe = name in ("pbc_robust_e12", *twenty)  # the experiment, at 12 or 20 epochs
         assert (recipe or "+randconv" in name) == bool(cfg.model.randconv), name
         assert not recipe or cfg.model.randconv.p == 0.25
         assert cfg.trainer.max_epochs == (20 if name in twenty else 12), name
         assert cfg.data.field_um == (24 if "field24" in name else 30), name
-        assert cfg.data.image_size == (96 if name in ("pbc_robust", "pbc_robust+s96") else 64), name
+        assert cfg.data.image_size == (96 if name == "pbc_robust" else 64), name
         assert cfg.data.sampler == ("weighted" if "balanced" in name else None), name
         assert bool(cfg.model.ampmix) == ("ampmix" in name) and (not model.ampmix or model.ampmix["p"] == 0.5), name
         assert cfg.tta, name  # every recipe is also tested with the eight flips/rotations (metrics.json test_tta)
