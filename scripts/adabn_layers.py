@@ -2,7 +2,9 @@
 simulated lab differences of scripts/shifted_sets.py, and any others) as trained and with AdaBN over each choice
 of layers; the folders named in --mixes are also evaluated under other class mixes (wbc.shifts.CLASS_MIXES:
 uniform, a normal differential, lymphocyte- and monocyte-rich), since a lab's folder need not hold the training
-split's mix and AdaBN takes the folder's statistics as the population's.
+split's mix and AdaBN takes the folder's statistics as the population's. A setting whose label ends in
+"@train" re-estimates on a resample of the folder in the training split's class mix (wbc.adapt.training_mix_sample:
+each image weighted by its class probabilities, as trained, under the folder's mix estimated by EM).
 
     python scripts/adabn_layers.py --ckpt A/best.ckpt B/best.ckpt --out outputs/adabn_layers \\
         --folders none=outputs/shifted/none hue=outputs/shifted/hue lamp=outputs/shifted/lamp \\
@@ -28,9 +30,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from wbc.adapt import adapt_batchnorm  # noqa: E402
+from wbc.adapt import adapt_batchnorm, training_mix_sample  # noqa: E402
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
+from wbc.prior import estimate_prior, reweight, training_prior  # noqa: E402
 from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_paths, study_sets  # noqa: E402
 
 LAYERS = ";".join(
@@ -43,6 +46,10 @@ LAYERS = ";".join(
 )
 
 
+def _probabilities(predictor: Predictor, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([predictor.probabilities(x[i : i + 256]).numpy() for i in range(0, len(x), 256)])
+
+
 def _batches(x: np.ndarray, size: int):
     for i in range(0, len(x), size):
         yield torch.from_numpy(np.ascontiguousarray(x[i : i + size])).permute(0, 3, 1, 2)
@@ -51,7 +58,11 @@ def _batches(x: np.ndarray, size: int):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_arguments(parser, out="outputs/adabn_layers")
-    parser.add_argument("--layers", default=LAYERS, help="label=prefix,prefix;... (* is every batch-norm layer)")
+    parser.add_argument(
+        "--layers",
+        default=LAYERS,
+        help="label=prefix,prefix;... (* is every batch-norm layer; a label ending in @train: in the training mix)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out, cache = study_paths(args)
@@ -67,14 +78,20 @@ def main() -> int:
         for name, folder in {**folders, **evals}.items():
             x, y = prepared_folder(predictor, folder, cache, name, class_map)
             for mix, idx in study_mixes(y, name in mixed).items():
+                sub = x[idx]
+                trained = None
                 for label, prefixes in settings.items():
                     predictor.model.load_state_dict(state)
-                    sub = x[idx]
                     if prefixes is not None:
-                        adapt_batchnorm(predictor.model, _batches(sub, 64), 2, prefixes or None)
-                    p = np.concatenate(
-                        [predictor.probabilities(sub[i : i + 256]).numpy() for i in range(0, len(sub), 256)]
-                    )
+                        at = sub
+                        if label.endswith("@train"):
+                            source = training_prior(predictor.model.hparams, len(predictor.class_names))
+                            folder_mix, _ = estimate_prior(trained, source)
+                            at = sub[training_mix_sample(reweight(trained, source, folder_mix), source, folder_mix)]
+                        adapt_batchnorm(predictor.model, _batches(at, 64), 2, prefixes or None)
+                    p = _probabilities(predictor, sub)
+                    if prefixes is None:
+                        trained = p
                     m = headline(y[idx], p.argmax(1), p, len(predictor.class_names))
                     row = {"checkpoint": ckpt, "k": k, "folder": name, "criterion": name in folders, "mix": mix}
                     results.append(row | {"images": len(idx), "setting": label, **m})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from wbc.adapt import AdaptationError, adapt_batchnorm
+from wbc.adapt import AdaptationError, adapt_batchnorm, training_mix_sample
 
 
 def network() -> nn.Module:
@@ -55,3 +56,26 @@ def test_a_prefix_that_names_no_batch_norm_is_refused_with_the_names_there_are()
         adapt_batchnorm(net, torch.randn(64, 3, 8, 8).split(32), layers=[])
     for k, v in net.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+def test_training_mix_sample_restores_the_training_class_mix():
+    # 3000 images of class 0 and 1000 of class 1 (a folder mix of 3:1), one-hot probabilities; a training mix of
+    # 1:1 weights each class-0 image 0.5 / 0.75 and each class-1 image 0.5 / 0.25: 2000 against 2000 in all
+    probs = np.zeros((4000, 2))
+    probs[:3000, 0] = 1
+    probs[3000:, 1] = 1
+    idx = training_mix_sample(probs, source=[0.5, 0.5], folder=[0.75, 0.25], seed=0)
+    assert len(idx) == 4000
+    assert abs((idx >= 3000).mean() - 0.5) < 0.03
+    assert (idx == training_mix_sample(probs, [0.5, 0.5], [0.75, 0.25], seed=0)).all()
+
+
+def test_training_mix_sample_leaves_a_folder_in_the_training_mix_as_it_is():
+    probs = np.full((1000, 4), 0.25)  # every image equally likely of each class: every weight alike
+    idx = training_mix_sample(probs, source=[0.4, 0.3, 0.2, 0.1], folder=[0.4, 0.3, 0.2, 0.1])
+    assert len(np.unique(idx)) > 600  # uniform draws with replacement: about 632 distinct of 1000
+
+
+def test_training_mix_sample_refuses_probabilities_without_weight():
+    with pytest.raises(AdaptationError, match="no image carries weight"):
+        training_mix_sample(np.zeros((5, 2)), source=[0.5, 0.5], folder=[0.5, 0.5])

@@ -194,14 +194,17 @@ def run_study(script: str, trained_framed, tmp_path, *options: str) -> Path:
 
 @pytest.mark.slow
 def test_adabn_layers_script_compares_layer_choices_on_re_mixed_sets(trained_framed, tmp_path):
-    out = run_study("adabn_layers.py", trained_framed, tmp_path, "--layers", "all=*;first=net.features.1")
+    layers = "all=*;first=net.features.1;all@train=*"
+    out = run_study("adabn_layers.py", trained_framed, tmp_path, "--layers", layers)
     results = json.loads((out / "results.json").read_text())
-    # (own mix + 3 re-mixes) of the criterion folder, the own mix of the reported one; 3 settings each
-    assert len(results) == (4 + 1) * 3
+    # (own mix + 3 re-mixes) of the criterion folder, the own mix of the reported one; 4 settings each
+    assert len(results) == (4 + 1) * 4
     uniform = [r for r in results if r["mix"] == "uniform"]
     assert uniform and all(r["images"] > 0 and r["images"] % 4 == 0 for r in uniform)  # equal counts of 4 classes
     by = {(r["folder"], r["mix"], r["setting"]): r["f1_macro"] for r in results}
     assert by[("own", "own", "all")] != by[("own", "own", "as trained")]  # AdaBN changed the predictions
+    # in the training mix, AdaBN re-estimates on a resample of the folder: other statistics, other predictions
+    assert any(by[(f, m, "all@train")] != by[(f, m, "all")] for f, m, _ in by)
     report = (out / "adabn_layers.md").read_text()
     assert "| again (reported only) | own |" in report and "criterion" in report
 
