@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from wbc.adapt import adapt_batchnorm, training_mix_sample  # noqa: E402
 from wbc.crossdata import headline, prepared_folder  # noqa: E402
 from wbc.predictor import Predictor  # noqa: E402
-from wbc.prior import estimate_prior, reweight, training_prior  # noqa: E402
+from wbc.prior import estimate_prior, training_prior  # noqa: E402
 from wbc.shifts import add_study_arguments, criterion_rows, study_mixes, study_paths, study_sets  # noqa: E402
 
 LAYERS = ";".join(
@@ -74,6 +74,7 @@ def main() -> int:
     results = []
     for k, ckpt in enumerate(args.ckpt):
         predictor = Predictor.from_checkpoint(ckpt, "cpu")
+        source = training_prior(predictor.model.hparams, len(predictor.class_names))
         state = {n: v.clone() for n, v in predictor.model.state_dict().items()}
         for name, folder in {**folders, **evals}.items():
             x, y = prepared_folder(predictor, folder, cache, name, class_map)
@@ -85,9 +86,7 @@ def main() -> int:
                     if prefixes is not None:
                         at = sub
                         if label.endswith("@train"):
-                            source = training_prior(predictor.model.hparams, len(predictor.class_names))
-                            folder_mix, _ = estimate_prior(trained, source)
-                            at = sub[training_mix_sample(reweight(trained, source, folder_mix), source, folder_mix)]
+                            at = sub[training_mix_sample(trained, source, estimate_prior(trained, source)[0])]
                         adapt_batchnorm(predictor.model, _batches(at, 64), 2, prefixes or None)
                     p = _probabilities(predictor, sub)
                     if prefixes is None:

@@ -92,13 +92,14 @@ def adapt_batchnorm(
 
 def training_mix_sample(probs: np.ndarray, source: np.ndarray, folder: np.ndarray, seed: int = 0) -> np.ndarray:
     """Indices of a resample (with replacement, as many as ``probs`` has rows, seeded) of a folder's images whose
-    class mix is the training split's ``source`` instead of the folder's own ``folder``, for AdaBN to estimate
-    statistics that differ from training's in stain and optics but not in class mix. ``probs`` (N, C) are the
-    images' class probabilities under the folder's mix (wbc.prior: ``estimate_prior``, then ``reweight``); image
-    i is drawn with weight sum_c probs[i, c] * source[c] / folder[c] (importance weights by class)."""
+    class mix is the training split's ``source`` instead of the folder's own ``folder`` (estimated by EM,
+    wbc.prior.estimate_prior), for AdaBN to estimate statistics that differ from training's in stain and optics but
+    not in class mix. ``probs`` (N, C) are the images' class probabilities as trained (under ``source``). Image i is
+    drawn with its importance weight sum_c q[i, c] * source[c] / folder[c], q its probabilities under the folder's
+    mix (Bayes' rule), which is 1 / sum_c probs[i, c] * folder[c] / source[c]."""
     source, folder = np.asarray(source, dtype=np.float64), np.asarray(folder, dtype=np.float64)
-    ratio = np.divide(source, folder, out=np.zeros_like(source), where=folder > 0)
-    w = np.asarray(probs, dtype=np.float64) @ ratio
-    if not np.isfinite(w).all() or w.sum() <= 0:
+    z = np.asarray(probs, dtype=np.float64) @ np.divide(folder, source, out=np.zeros_like(folder), where=source > 0)
+    if not (z > 0).all():
         raise AdaptationError("no image carries weight under the training mix: the class probabilities are empty")
+    w = 1 / z
     return np.random.default_rng(seed).choice(len(w), size=len(w), replace=True, p=w / w.sum())
